@@ -1,0 +1,49 @@
+//! binadd: trains the TensorFlow 1 binary-addition notebook's recurrent
+//! network on libtorch, and checks, exports and plots the result.
+
+mod cli;
+mod compare;
+mod config;
+mod data;
+mod eval;
+mod fsutil;
+mod fused;
+mod metrics;
+mod model;
+mod optim;
+mod plot;
+mod progress;
+mod reference;
+mod run;
+mod sweep;
+mod train;
+mod weights;
+
+use clap::{CommandFactory, FromArgMatches};
+
+use cli::{Cli, Command};
+
+fn main() {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Err(error) = dispatch(cli, &matches) {
+        eprintln!("Error: {error:#}");
+        let code = if error.downcast_ref::<run::Interrupted>().is_some() { 130 } else { 1 };
+        std::process::exit(code);
+    }
+}
+
+fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    let sub = matches.subcommand().map(|(_, m)| m).expect("a subcommand is required");
+    match cli.command {
+        Command::Train(args) => run::train_command(args, sub),
+        Command::Eval(args) => eval::eval_command(args),
+        Command::Predict(args) => eval::predict_command(args),
+        Command::Compare(args) => compare::compare_command(args),
+        Command::Plot(args) => run::plot_command(args),
+        Command::Sweep(args) => sweep::sweep_command(args),
+    }
+}
