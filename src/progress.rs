@@ -10,14 +10,16 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub struct Progress {
     bar: Option<ProgressBar>,
+    /// No bar and no log lines.
+    quiet: bool,
 }
 
 impl Progress {
-    /// A bar over `total` iterations, or none when stdout is not a terminal or
-    /// `quiet` is set.
+    /// A bar over `total` iterations, or none when stdout is not a terminal.
+    /// `quiet` hides the bar and the log lines.
     pub fn new(total: u64, start: u64, quiet: bool) -> Self {
         if quiet || !std::io::stdout().is_terminal() {
-            return Self { bar: None };
+            return Self { bar: None, quiet };
         }
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stdout());
         bar.set_style(
@@ -28,7 +30,7 @@ impl Progress {
             .progress_chars("=> "),
         );
         bar.set_position(start);
-        Self { bar: Some(bar) }
+        Self { bar: Some(bar), quiet }
     }
 
     /// Advances to `iteration` and shows `loss`.
@@ -43,7 +45,8 @@ impl Progress {
     pub fn println(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => println!("{line}"),
+            None if !self.quiet => println!("{line}"),
+            None => {}
         }
     }
 
