@@ -63,8 +63,12 @@ pub fn compare(reference: &Reference, adam: AdamKind, engine: Engine, threads: u
     let init = reference.weights(&reference.init, "init")?;
     let mut trainer = Trainer::new(&cfg, data, Some(&init))?;
     let quiet = Progress::new(iters as u64, 0, true);
-    if let Err(halt) = train::run_loop(&mut trainer, &quiet, &AtomicBool::new(false), |_| {}) {
-        bail!("binadd's training stopped early: {halt:?}");
+    if let Err(halt) = train::run_loop(&mut trainer, &quiet, &AtomicBool::new(false), false) {
+        let reason = match halt {
+            train::Halt::Diverged { iteration, loss, .. } => format!("the loss is {loss} at iteration {iteration}"),
+            train::Halt::Interrupted => "interrupted".to_string(),
+        };
+        bail!("binadd's training stopped early: {reason}");
     }
 
     let tf = reference.losses[..iters].to_vec();
@@ -136,7 +140,12 @@ pub fn compare_command(args: CompareArgs) -> Result<()> {
         reference.hidden_dim,
         reference.n_training_iters
     );
-    println!("binadd: adam {:?}, {:?} engine, {threads} thread(s), checking {} iterations", args.adam, args.engine, iters.min(reference.n_training_iters));
+    println!(
+        "binadd: adam {}, {} engine, {threads} thread(s), checking {} iterations",
+        crate::config::flag_value(args.adam),
+        crate::config::flag_value(args.engine),
+        iters.min(reference.n_training_iters)
+    );
     let result = compare(&reference, args.adam, args.engine, threads, iters)?;
 
     println!("\n{:>6}  {:>22}  {:>22}  {:>10}", "iter", "TensorFlow", "binadd", "|diff|");

@@ -61,7 +61,18 @@ impl TrainConfig {
             bail!("--iters 0 is invalid: train for at least 1 iteration (the notebook uses 2000)");
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            bail!("--lr {} is invalid: the learning rate must be a positive finite number (the notebook uses 0.04)", self.lr);
+            bail!(
+                "--lr {} is invalid: the learning rate must be a positive finite number (the notebook uses 0.04)",
+                format_number(self.lr)
+            );
+        }
+        if self.adam == AdamKind::Tf && self.lr > f32::MAX as f64 {
+            bail!(
+                "--lr {} is out of range: TF1's Adam holds the learning rate as float32, whose maximum is {:e}; \
+                 lower it or use --adam torch",
+                format_number(self.lr),
+                f32::MAX
+            );
         }
         if self.log_every == 0 {
             bail!("--log-every 0 is invalid: it must be at least 1");
@@ -104,6 +115,21 @@ impl TrainConfig {
             .with_context(|| format!("'{}' is not a valid binadd config", path.display()))?;
         config.validate().with_context(|| format!("'{}' holds invalid settings", path.display()))?;
         Ok(config)
+    }
+}
+
+/// The command-line spelling of a value-enum setting, e.g. `tf` for `AdamKind::Tf`.
+pub fn flag_value(v: impl clap::ValueEnum) -> String {
+    v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
+}
+
+/// A number for messages: plain when moderate, in exponent form when huge or tiny.
+pub fn format_number(x: f64) -> String {
+    let magnitude = x.abs();
+    if x != 0.0 && x.is_finite() && !(1e-4..1e6).contains(&magnitude) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
     }
 }
 

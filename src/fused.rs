@@ -212,7 +212,7 @@ impl Kernel {
                 // SAFETY: detect_avx2 confirmed the CPU supports AVX2 and FMA.
                 unsafe { self.block_avx2(start, len, params, feedback, grad_block, scratch) }
             } else {
-                self.block(start, len, params, feedback, grad_block, scratch)
+                self.block::<false>(start, len, params, feedback, grad_block, scratch)
             }
             start += len;
         }
@@ -221,18 +221,18 @@ impl Kernel {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn block_avx2(&self, start: usize, len: usize, params: &Params, feedback: &[f64], grad: &mut [f64], scratch: &mut Scratch) {
-        self.block(start, len, params, feedback, grad, scratch)
+        self.block::<true>(start, len, params, feedback, grad, scratch)
     }
 
     #[cfg(not(target_arch = "x86_64"))]
     unsafe fn block_avx2(&self, start: usize, len: usize, params: &Params, feedback: &[f64], grad: &mut [f64], scratch: &mut Scratch) {
-        self.block(start, len, params, feedback, grad, scratch)
+        self.block::<false>(start, len, params, feedback, grad, scratch)
     }
 
     /// Forward and backward for samples `start..start+len`, adding into
     /// `scratch.sums` and writing the initial-feedback gradients into `grad`.
     #[inline(always)]
-    fn block(&self, start: usize, len: usize, p: &Params, feedback: &[f64], grad: &mut [f64], scratch: &mut Scratch) {
+    fn block<const FMA: bool>(&self, start: usize, len: usize, p: &Params, feedback: &[f64], grad: &mut [f64], scratch: &mut Scratch) {
         let (t_steps, n, h) = (self.steps, self.samples, self.hidden);
         let jordan = self.cell == Cell::Jordan;
         let Scratch { h: hs, y: ys, state_grad, next_grad, dz, da, sums } = scratch;
@@ -249,7 +249,7 @@ impl Kernel {
                     let u = p.u_h[j];
                     let prev: &[f64] = if t == 0 { &feedback[start..start + len] } else { &ys[(t - 1) * BLOCK..(t - 1) * BLOCK + len] };
                     for b in 0..len {
-                        out[b] = sigmoid(((x1[b] * w0 + x2[b] * w1) + prev[b] * u) + bj);
+                        out[b] = sigmoid::<FMA>(((x1[b] * w0 + x2[b] * w1) + prev[b] * u) + bj);
                     }
                 } else {
                     for b in 0..len {
@@ -276,18 +276,25 @@ impl Kernel {
                         }
                     }
                     for b in 0..len {
-                        out[b] = sigmoid(out[b] + bj);
+                        out[b] = sigmoid::<FMA>(out[b] + bj);
                     }
                 }
             }
             let y = &mut ys[t * BLOCK..t * BLOCK + len];
             let hs_t = &hs[t * h * BLOCK..(t + 1) * h * BLOCK];
+            // z = h·w_f summed over j in order, then + b_f; loops run over samples.
             for b in 0..len {
-                let mut z = hs_t[b] * p.w_f[0];
-                for j in 1..h {
-                    z += hs_t[j * BLOCK + b] * p.w_f[j];
+                y[b] = hs_t[b] * p.w_f[0];
+            }
+            for j in 1..h {
+                let hj = &hs_t[j * BLOCK..j * BLOCK + len];
+                let wf = p.w_f[j];
+                for b in 0..len {
+                    y[b] += hj[b] * wf;
                 }
-                y[b] = sigmoid(z + p.b_f);
+            }
+            for b in 0..len {
+                y[b] = sigmoid::<FMA>(y[b] + p.b_f);
             }
         }
 
@@ -301,27 +308,19 @@ impl Kernel {
             let hs_t = &hs[t * h * BLOCK..(t + 1) * h * BLOCK];
 
             // Output layer: dz = dL/dz for y = sigmoid(z).
-            let mut squared = 0.0;
-            let mut db_f = 0.0;
+            let dz = &mut dz[..len];
             for b in 0..len {
                 let diff = y[b] - target[b];
-                squared += diff * diff;
                 let mut dy = scale * diff;
                 if jordan {
                     dy += state_grad[b];
                 }
                 dz[b] = dy * y[b] * (1.0 - y[b]);
-                db_f += dz[b];
             }
-            sums.squared_error += squared;
-            sums.b_f += db_f;
+            sums.squared_error += squared_distance(y, target);
+            sums.b_f += sum(dz);
             for j in 0..h {
-                let hj = &hs_t[j * BLOCK..j * BLOCK + len];
-                let mut acc = 0.0;
-                for b in 0..len {
-                    acc += hj[b] * dz[b];
-                }
-                sums.w_f[j] += acc;
+                sums.w_f[j] += dot(&hs_t[j * BLOCK..j * BLOCK + len], dz);
             }
 
             // Hidden layer: da = dL/da for h = sigmoid(a).
@@ -339,15 +338,9 @@ impl Kernel {
                         daj[b] = (dz[b] * wf + carried[b]) * hj[b] * (1.0 - hj[b]);
                     }
                 }
-                let (mut g0, mut g1, mut gb) = (0.0, 0.0, 0.0);
-                for b in 0..len {
-                    g0 += x1[b] * daj[b];
-                    g1 += x2[b] * daj[b];
-                    gb += daj[b];
-                }
-                sums.w_h[j] += g0;
-                sums.w_h[h + j] += g1;
-                sums.b_h[j] += gb;
+                sums.w_h[j] += dot(x1, daj);
+                sums.w_h[h + j] += dot(x2, daj);
+                sums.b_h[j] += sum(daj);
             }
 
             // Recurrent weights and the gradient carried to step t-1.
@@ -358,12 +351,10 @@ impl Kernel {
                 for j in 0..h {
                     let daj = &da[j * BLOCK..j * BLOCK + len];
                     let u = p.u_h[j];
-                    let mut acc = 0.0;
                     for b in 0..len {
-                        acc += prev[b] * daj[b];
                         next[b] += daj[b] * u;
                     }
-                    sums.u_h[j] += acc;
+                    sums.u_h[j] += dot(prev, daj);
                 }
             } else {
                 for k in 0..h {
@@ -377,11 +368,7 @@ impl Kernel {
                         }
                         if t > 0 {
                             let prev = &hs[((t - 1) * h + k) * BLOCK..((t - 1) * h + k) * BLOCK + len];
-                            let mut acc = 0.0;
-                            for b in 0..len {
-                                acc += prev[b] * daj[b];
-                            }
-                            sums.u_h[k * h + j] += acc;
+                            sums.u_h[k * h + j] += dot(prev, daj);
                         }
                     }
                 }
@@ -392,6 +379,43 @@ impl Kernel {
             grad.copy_from_slice(&state_grad[..len]);
         }
     }
+}
+
+/// Lanes of the reductions below: partial sums LLVM can keep in vector registers.
+const LANES: usize = 8;
+
+/// Σ a·b with `LANES` partial sums combined in a fixed order.
+#[inline(always)]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    reduce(a.len(), |i| a[i] * b[i])
+}
+
+#[inline(always)]
+fn sum(a: &[f64]) -> f64 {
+    reduce(a.len(), |i| a[i])
+}
+
+/// Σ (a − b)².
+#[inline(always)]
+fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
+    reduce(a.len(), |i| (a[i] - b[i]) * (a[i] - b[i]))
+}
+
+#[inline(always)]
+fn reduce(len: usize, term: impl Fn(usize) -> f64) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let full = len / LANES * LANES;
+    for chunk in (0..full).step_by(LANES) {
+        for (lane, acc) in lanes.iter_mut().enumerate() {
+            *acc += term(chunk + lane);
+        }
+    }
+    let mut tail = 0.0;
+    for i in full..len {
+        tail += term(i);
+    }
+    let halves = [lanes[0] + lanes[4], lanes[1] + lanes[5], lanes[2] + lanes[6], lanes[3] + lanes[7]];
+    ((halves[0] + halves[2]) + (halves[1] + halves[3])) + tail
 }
 
 fn detect_avx2() -> bool {
@@ -406,8 +430,8 @@ fn detect_avx2() -> bool {
 }
 
 #[inline(always)]
-fn sigmoid(x: f64) -> f64 {
-    1.0 / (1.0 + exp(-x))
+fn sigmoid<const FMA: bool>(x: f64) -> f64 {
+    1.0 / (1.0 + exp::<FMA>(-x))
 }
 
 /// e^x without branches, so loops calling it vectorise. Cody–Waite reduction
@@ -415,7 +439,7 @@ fn sigmoid(x: f64) -> f64 {
 /// truncation error there is below 2.5e-16 relative. Inputs are clamped to
 /// [-708, 709], where 2^k stays a normal number.
 #[inline(always)]
-pub fn exp(x: f64) -> f64 {
+pub fn exp<const FMA: bool>(x: f64) -> f64 {
     const LOG2E: f64 = std::f64::consts::LOG2_E;
     // ln 2 split so that k·LN2_HI is exact for |k| < 2^11.
     const LN2_HI: f64 = 6.931_471_803_691_238_164_9e-1;
@@ -444,7 +468,8 @@ pub fn exp(x: f64) -> f64 {
     let r = (x - k * LN2_HI) - k * LN2_LO;
     let mut p = C[13];
     for c in C[..13].iter().rev() {
-        p = p * r + c;
+        // With FMA each Horner step rounds once; without it, twice.
+        p = if FMA { p.mul_add(r, *c) } else { p * r + c };
     }
     let k_int = (shifted.to_bits() as i64).wrapping_sub(ROUND.to_bits() as i64);
     p * f64::from_bits(((k_int + 1023) as u64) << 52)
@@ -469,14 +494,15 @@ mod tests {
         let mut worst: f64 = 0.0;
         let mut x = -40.0;
         while x < 40.0 {
-            let rel = ((exp(x) - x.exp()) / x.exp()).abs();
-            worst = worst.max(rel);
+            for rel in [((exp::<false>(x) - x.exp()) / x.exp()).abs(), ((exp::<true>(x) - x.exp()) / x.exp()).abs()] {
+                worst = worst.max(rel);
+            }
             x += 0.001_37;
         }
         assert!(worst < 4.5e-16, "max relative error {worst:e}");
-        assert_eq!(exp(0.0), 1.0);
-        assert!(exp(-1000.0) > 0.0 && exp(-1000.0) < 1e-300);
-        assert!(exp(1000.0).is_finite());
+        assert_eq!(exp::<false>(0.0), 1.0);
+        assert!(exp::<false>(-1000.0) > 0.0 && exp::<false>(-1000.0) < 1e-300);
+        assert!(exp::<false>(1000.0).is_finite());
     }
 
     fn max_grad_difference(cell: Cell, hidden: usize, n: usize, threads: usize) -> (f64, f64) {

@@ -10,10 +10,9 @@ use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::ArgMatches;
 use serde_json::json;
-use tch::Tensor;
 
 use crate::cli::TrainArgs;
-use crate::config::{Engine, TrainConfig};
+use crate::config::{self, TrainConfig};
 use crate::data::Dataset;
 use crate::metrics::{self, Metrics};
 use crate::plot::{self, ImageFormat};
@@ -68,23 +67,20 @@ pub fn train_command(args: TrainArgs, matches: &ArgMatches) -> Result<()> {
 
     let data = Dataset::draw_seeded(cfg.samples, cfg.max_digits, cfg.bits, cfg.seed)?;
     let mut trainer = Trainer::new(&cfg, data, None)?;
-    let start_iteration = if resume { train::restore_checkpoint(&mut trainer, &dir)? } else { 0 };
+    let (start_iteration, earlier_seconds) = if resume { train::restore_checkpoint(&mut trainer, &dir)? } else { (0, 0.0) };
     cfg.save(&dir.join("config.json"))?;
 
     println!(
-        "training {} cell, hidden {}, {} samples, {}-bit sums, {} iterations, lr {}, adam {:?}, {} engine, \
+        "training {} cell, hidden {}, {} samples, {}-bit sums, {} iterations, lr {}, adam {}, {} engine, \
          {} on {} ({} thread(s)), seed {}",
         cfg.cell.name(),
         cfg.hidden,
         cfg.samples,
         cfg.bits,
         cfg.iters,
-        cfg.lr,
-        cfg.adam,
-        match cfg.engine {
-            Engine::Autograd => "autograd",
-            Engine::Fused => "fused",
-        },
+        config::format_number(cfg.lr),
+        config::flag_value(cfg.adam),
+        config::flag_value(cfg.engine),
         "float64",
         train::device_name(cfg.device()?),
         cfg.threads,
@@ -98,11 +94,8 @@ pub fn train_command(args: TrainArgs, matches: &ArgMatches) -> Result<()> {
     // Train, keeping the weights of the last iteration whose loss was finite.
     let progress = Progress::new(cfg.iters as u64, start_iteration as u64, args.quiet);
     let started = Instant::now();
-    let mut last_finite: Option<Vec<(String, Tensor)>> = None;
-    let outcome = train::run_loop(&mut trainer, &progress, &INTERRUPTED, |t| {
-        last_finite = Some(t.snapshot());
-    });
-    let train_seconds = train::seconds_since(started);
+    let outcome = train::run_loop(&mut trainer, &progress, &INTERRUPTED, true);
+    let train_seconds = earlier_seconds + train::seconds_since(started);
     progress.finish();
 
     match outcome {
@@ -111,7 +104,7 @@ pub fn train_command(args: TrainArgs, matches: &ArgMatches) -> Result<()> {
             let done = trainer.losses.len();
             write_losses(&dir.join("losses.csv"), &trainer.losses)?;
             weights::save(&dir.join(weights_name(&cfg)), &trainer.snapshot(), cfg.format)?;
-            match train::write_checkpoint(&trainer, &dir) {
+            match train::write_checkpoint(&trainer, &dir, train_seconds) {
                 Ok(()) => Err(Interrupted(format!(
                     "interrupted after iteration {done}; checkpoint written to '{}'. \
                      Continue with: binadd train --resume {}",
@@ -126,20 +119,24 @@ pub fn train_command(args: TrainArgs, matches: &ArgMatches) -> Result<()> {
                 .into()),
             }
         }
-        Err(Halt::Diverged { iteration, loss }) => {
+        Err(Halt::Diverged { iteration, loss, last_finite }) => {
             write_losses(&dir.join("losses.csv"), &trainer.losses)?;
             let kept = match last_finite {
                 Some(values) if values.iter().all(|(_, t)| t.isfinite().all().int64_value(&[]) == 1) => {
                     let path = dir.join(weights_name(&cfg));
                     weights::save(&path, &values, cfg.format)?;
-                    format!("the last finite weights (before iteration {iteration}) are in '{}'", path.display())
+                    format!(
+                        "the weights that gave the last finite loss (iteration {}) are in '{}'",
+                        iteration - 1,
+                        path.display()
+                    )
                 }
                 _ => "no finite weights were left to save".to_string(),
             };
             bail!(
                 "training diverged at iteration {iteration}: the loss is {loss}; {kept}. \
                  Lower the learning rate (--lr {}) and train again",
-                cfg.lr
+                config::format_number(cfg.lr)
             )
         }
     }

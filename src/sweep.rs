@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::cli::{SweepArgs, TrainOptions};
+use crate::config;
 use crate::data::Dataset;
 use crate::eval;
 use crate::train;
@@ -50,11 +51,6 @@ pub fn parse_seeds(text: &str) -> Result<Vec<u64>> {
     Ok((a..=b).collect())
 }
 
-/// The command-line spelling of a value-enum flag.
-fn flag_value(v: impl clap::ValueEnum) -> String {
-    v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
-}
-
 /// Command-line flags that reproduce `options` for one seed.
 fn train_args(options: &TrainOptions, seed: u64, out: &Path) -> Vec<String> {
     let mut args: Vec<String> = vec![
@@ -69,10 +65,10 @@ fn train_args(options: &TrainOptions, seed: u64, out: &Path) -> Vec<String> {
         "--iters".into(), options.iters.to_string(),
         "--log-every".into(), options.log_every.to_string(),
         "--device".into(), options.device.clone(),
-        "--cell".into(), flag_value(options.cell),
-        "--adam".into(), flag_value(options.adam),
-        "--engine".into(), flag_value(options.engine),
-        "--format".into(), flag_value(options.format),
+        "--cell".into(), config::flag_value(options.cell),
+        "--adam".into(), config::flag_value(options.adam),
+        "--engine".into(), config::flag_value(options.engine),
+        "--format".into(), config::flag_value(options.format),
         "--heldout".into(), options.heldout.to_string(),
         "--out".into(), out.display().to_string(),
         "--force".into(),

@@ -33,13 +33,18 @@ pub struct Trainer {
     fused: Option<fused::Engine>,
     /// `losses[i - 1]` is the loss at iteration i, before its update.
     pub losses: Vec<f64>,
+    /// With `keep_finite`, a copy of the weights whose loss was last finite.
+    backup: Option<Vec<Tensor>>,
+    pub keep_finite: bool,
 }
 
 /// Why a loop ended before its last iteration.
 #[derive(Debug)]
 pub enum Halt {
     Interrupted,
-    Diverged { iteration: usize, loss: f64 },
+    /// The loss at `iteration` was not finite. `last_finite` holds the weights
+    /// that gave the last finite loss, when the loop was asked to keep them.
+    Diverged { iteration: usize, loss: f64, last_finite: Option<Vec<(String, Tensor)>> },
 }
 
 impl Trainer {
@@ -59,26 +64,55 @@ impl Trainer {
             Engine::Autograd => None,
             Engine::Fused => Some(fused::Engine::new(&model, &data, cfg.threads)?),
         };
-        Ok(Self { cfg: cfg.clone(), model, vars, optimizer, data, xs, ys, fused, losses: Vec::new() })
+        Ok(Self {
+            cfg: cfg.clone(),
+            model,
+            vars,
+            optimizer,
+            data,
+            xs,
+            ys,
+            fused,
+            losses: Vec::new(),
+            backup: None,
+            keep_finite: false,
+        })
     }
 
-    /// One full-batch iteration; returns the loss before the update.
+    /// One full-batch iteration; returns the loss before the update. A
+    /// non-finite loss leaves the weights as they are.
     pub fn step(&mut self) -> f64 {
         if let Some(engine) = &mut self.fused {
             let (loss, grads) = engine.loss_and_grads(&self.vars);
-            self.optimizer.step_with_grads(&self.vars, grads);
             self.losses.push(loss);
+            if loss.is_finite() {
+                if self.keep_finite {
+                    keep_copy(&mut self.backup, &self.vars);
+                }
+                self.optimizer.step_with_grads(&self.vars, grads);
+            }
             return loss;
         }
 
         let outputs = self.model.forward(&self.xs, Feedback::Trained);
         let loss = model::mse(&outputs, &self.ys);
         let value = loss.double_value(&[]);
+        self.losses.push(value);
+        if !value.is_finite() {
+            return value;
+        }
+        if self.keep_finite {
+            keep_copy(&mut self.backup, &self.vars);
+        }
 
         self.optimizer.backward_step(&loss, &self.vars);
-
-        self.losses.push(value);
         value
+    }
+
+    /// The weights whose loss was the last finite one, if kept.
+    pub fn last_finite(&self) -> Option<Vec<(String, Tensor)>> {
+        let backup = self.backup.as_ref()?;
+        Some(self.model.names().iter().cloned().zip(backup.iter().map(|t| t.copy())).collect())
     }
 
     /// Loss and predicted sums of the current weights on the training data.
@@ -90,6 +124,18 @@ impl Trainer {
     pub fn snapshot(&self) -> Vec<(String, Tensor)> {
         self.model.named_values()
     }
+}
+
+/// Copies `vars` into `backup`, reusing its buffers after the first call.
+fn keep_copy(backup: &mut Option<Vec<Tensor>>, vars: &[Tensor]) {
+    tch::no_grad(|| match backup {
+        Some(copies) => {
+            for (copy, var) in copies.iter_mut().zip(vars) {
+                copy.copy_(var);
+            }
+        }
+        None => *backup = Some(vars.iter().map(|v| v.detach().copy()).collect()),
+    });
 }
 
 /// The weights are drawn from a stream separate from the data's.
@@ -121,25 +167,26 @@ pub fn evaluate_fresh(model: &Model, data: &Dataset) -> (Metrics, Vec<u64>) {
 }
 
 /// Runs iterations `start+1 ..= cfg.iters`, logging every `log_every`.
-/// `on_finite` sees each iteration whose loss is finite, before its update.
+/// With `keep_finite`, each update first copies the weights, so that a
+/// divergence can hand back the last ones whose loss was finite.
 pub fn run_loop(
     trainer: &mut Trainer,
     progress: &Progress,
     interrupt: &AtomicBool,
-    mut on_finite: impl FnMut(&Trainer),
+    keep_finite: bool,
 ) -> std::result::Result<(), Halt> {
     let start = trainer.losses.len();
+    trainer.keep_finite = keep_finite;
     for iteration in start + 1..=trainer.cfg.iters {
         if interrupt.load(Ordering::SeqCst) {
             return Err(Halt::Interrupted);
         }
-        on_finite(trainer);
 
         let loss = trainer.step();
 
         if !loss.is_finite() {
             trainer.losses.pop();
-            return Err(Halt::Diverged { iteration, loss });
+            return Err(Halt::Diverged { iteration, loss, last_finite: trainer.last_finite() });
         }
         progress.update(iteration as u64, loss);
         if iteration == 1 || iteration % trainer.cfg.log_every == 0 {
@@ -161,10 +208,13 @@ struct CheckpointState {
     beta2_power: f32,
     adam_steps: u64,
     losses: Vec<f64>,
+    /// Training-loop seconds of every part of the run so far.
+    #[serde(default)]
+    train_seconds: f64,
 }
 
 /// Writes weights and TF-Adam state after the last completed iteration.
-pub fn write_checkpoint(trainer: &Trainer, dir: &Path) -> Result<()> {
+pub fn write_checkpoint(trainer: &Trainer, dir: &Path, train_seconds: f64) -> Result<()> {
     let Optimizer::Tf(adam) = &trainer.optimizer else {
         bail!("checkpoints need --adam tf: libtorch's Adam does not expose its moment estimates through tch");
     };
@@ -184,13 +234,15 @@ pub fn write_checkpoint(trainer: &Trainer, dir: &Path) -> Result<()> {
         beta2_power: state.beta2_power,
         adam_steps: state.steps,
         losses: trainer.losses.clone(),
+        train_seconds,
     };
     let text = serde_json::to_string(&meta)?;
     crate::fsutil::write_bytes_atomic(&dir.join(CHECKPOINT_STATE), text.as_bytes())
 }
 
-/// Restores a trainer from `dir`'s checkpoint; returns the iteration reached.
-pub fn restore_checkpoint(trainer: &mut Trainer, dir: &Path) -> Result<usize> {
+/// Restores a trainer from `dir`'s checkpoint; returns the iteration reached
+/// and the training seconds spent so far.
+pub fn restore_checkpoint(trainer: &mut Trainer, dir: &Path) -> Result<(usize, f64)> {
     let state_path = dir.join(CHECKPOINT_STATE);
     let text = std::fs::read_to_string(&state_path).with_context(|| {
         format!("no checkpoint in '{}': '{}' is missing", dir.display(), state_path.display())
@@ -225,7 +277,7 @@ pub fn restore_checkpoint(trainer: &mut Trainer, dir: &Path) -> Result<usize> {
         steps: meta.adam_steps,
     })?;
     trainer.losses = meta.losses;
-    Ok(meta.iteration)
+    Ok((meta.iteration, meta.train_seconds))
 }
 
 /// Seconds since `start`, for metrics.

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -25,7 +25,6 @@ use tch::{Kind, Tensor};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
-use crate::fsutil::write_atomic;
 
 /// File format of saved weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
@@ -104,8 +103,9 @@ pub fn save_pt(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     }
     let pickle = pickle_state_dict(&entries);
 
-    write_atomic(path, |out| {
-        let mut zip = ZipWriter::new(FileSeek(out));
+    // Built in memory, so a failed write cannot leave the zip writer half done.
+    let mut zip = ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let archive = (|| -> Result<Vec<u8>> {
         let options = SimpleFileOptions::default()
             .compression_method(CompressionMethod::Stored)
             .with_alignment(ALIGNMENT)
@@ -120,27 +120,9 @@ pub fn save_pt(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
         }
         zip.start_file(format!("{ARCHIVE}/version"), options)?;
         zip.write_all(b"3\n")?;
-        zip.finish()?;
-        Ok(())
-    })
-}
-
-/// ZipWriter needs Seek; a BufWriter<File> has it through its inner file.
-struct FileSeek<'a>(&'a mut std::io::BufWriter<File>);
-
-impl Write for FileSeek<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
-}
-
-impl Seek for FileSeek<'_> {
-    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
-        self.0.seek(pos)
-    }
+        Ok(zip.finish()?.into_inner())
+    })()?;
+    crate::fsutil::write_bytes_atomic(path, &archive)
 }
 
 /// Pickle (protocol 2) of `{name: _rebuild_tensor_v2(storage, 0, size, stride, False, OrderedDict())}`.
@@ -526,8 +508,8 @@ pub fn load_pt(path: &Path) -> Result<BTreeMap<String, Tensor>> {
             "DoubleStorage" => Kind::Double,
             "FloatStorage" => Kind::Float,
             other => bail!(
-                "'{shown}': tensor '{name}' is stored as {other}; binadd reads float64 \
-                 (or float32) tensors, so convert it in Python with tensor.double()"
+                "'{shown}': tensor '{name}' is stored as {other}, but binadd needs float64; \
+                 convert it in Python with tensor.double() before saving"
             ),
         };
         let raw = read_entry(&mut zip, &format!("{prefix}data/{key}"))
