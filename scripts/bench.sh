@@ -14,5 +14,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-libtorch.sh >/dev/null
 cargo build --release --quiet
-torch_path=$(cd .libtorch/.. && pwd)
+torch_path=$(cd -P .libtorch/.. && pwd)
 exec python3 scripts/bench.py --torch-path "$torch_path" --tf-python "${TF_PYTHON:-}" "$@"

@@ -61,7 +61,10 @@ pub struct TrainOptions {
     /// Print the loss at iteration 1 and every this many iterations
     #[arg(long, default_value_t = 100)]
     pub log_every: usize,
-    /// CPU threads for libtorch (autograd) or for the fused engine [default: 1 for autograd, all cores for fused]
+    /// CPU threads. Jordan and elman cells on the CPU split the batch into one
+    /// shard per thread (libtorch itself then runs single-threaded); gru and
+    /// lstm give them to libtorch [default: all cores for jordan, elman and the
+    /// fused engine; 1 otherwise]
     #[arg(long)]
     pub threads: Option<usize>,
     /// auto, cpu, cuda or cuda:N
@@ -87,9 +90,10 @@ pub struct TrainOptions {
 impl TrainOptions {
     /// Builds and validates the config; a missing seed is drawn at random.
     pub fn to_config(&self) -> Result<TrainConfig> {
-        let threads = self.threads.unwrap_or(match self.engine {
-            Engine::Autograd => 1,
-            Engine::Fused => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let threads = self.threads.unwrap_or(match (self.engine, self.cell) {
+            (Engine::Fused, _) | (Engine::Autograd, Cell::Jordan | Cell::Elman) => cores,
+            (Engine::Autograd, Cell::Gru | Cell::Lstm) => 1,
         });
         let config = TrainConfig {
             seed: self.seed.unwrap_or_else(|| rand::random::<u32>() as u64),
@@ -189,7 +193,8 @@ pub struct CompareArgs {
     /// Gradient engine
     #[arg(long, value_enum, default_value_t = Engine::Autograd)]
     pub engine: Engine,
-    /// CPU threads [default: 1 for autograd, all cores for fused]
+    /// CPU threads: batch shards for autograd, workers for fused [default: 1 for
+    /// autograd, so sums round as in one pass; all cores for fused]
     #[arg(long)]
     pub threads: Option<usize>,
     /// Exit non-zero when the largest loss difference exceeds this

@@ -127,7 +127,7 @@ pub fn compare_command(args: CompareArgs) -> Result<()> {
     if threads == 0 {
         bail!("--threads 0 is invalid: use at least 1 thread");
     }
-    crate::run::set_threads(threads);
+    crate::run::set_threads(if args.engine == Engine::Fused || threads > 1 { 1 } else { threads });
     let iters = args.iters.unwrap_or(reference.n_training_iters);
     let out_dir = args.out.as_deref().map(|d| crate::run::prepare_out_dir(Some(d), true, "compare")).transpose()?;
 

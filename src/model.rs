@@ -210,13 +210,11 @@ impl Model {
                     }
                     Feedback::Zero => Tensor::zeros([n, 1], (Kind::Double, device)),
                 };
-                // A matmul, as in the notebook: its backward is a GEMM, where a
-                // broadcast multiply made training twice as slow.
-                self.unroll(xs, y0, |y, u_h| y.matmul(u_h))
+                self.cell_weights().unroll(xs, y0)
             }
             Cell::Elman => {
                 let h0 = Tensor::zeros([n, self.hidden as i64], (Kind::Double, device));
-                self.unroll(xs, h0, |h, u_h| h.matmul(u_h))
+                self.cell_weights().unroll(xs, h0)
             }
             Cell::Gru | Cell::Lstm => {
                 let hs = match self.recurrent.as_ref().expect("module cell") {
@@ -236,11 +234,37 @@ impl Model {
         }
     }
 
-    /// Unrolls jordan or elman over the steps. `feed(state, u_h)` is the
-    /// recurrent term; the state is the output (jordan) or hidden (elman).
-    fn unroll(&self, xs: &Tensor, state0: Tensor, feed: impl Fn(&Tensor, &Tensor) -> Tensor) -> Tensor {
-        let (w_h, u_h, b_h) = (self.var("w_h"), self.var("u_h"), self.var("b_h"));
-        let (w_f, b_f) = (self.var("w_f"), self.var("b_f"));
+    /// Shallow copies of a jordan or elman cell's weights, which can move to
+    /// another thread; gradients still reach the model's variables.
+    pub fn cell_weights(&self) -> CellWeights {
+        assert!(matches!(self.cell, Cell::Jordan | Cell::Elman), "only jordan and elman unroll by hand");
+        let take = |name: &str| self.var(name).shallow_clone();
+        CellWeights {
+            jordan: self.cell == Cell::Jordan,
+            w_h: take("w_h"),
+            u_h: take("u_h"),
+            b_h: take("b_h"),
+            w_f: take("w_f"),
+            b_f: take("b_f"),
+        }
+    }
+}
+
+/// The weights of a jordan or elman cell.
+pub struct CellWeights {
+    jordan: bool,
+    w_h: Tensor,
+    u_h: Tensor,
+    b_h: Tensor,
+    w_f: Tensor,
+    b_f: Tensor,
+}
+
+impl CellWeights {
+    /// Outputs `[T,N,1]` for inputs `[T,N,2]`, starting from `state0`: the
+    /// first feedback `[N,1]` (jordan) or hidden state `[N,H]` (elman).
+    pub fn unroll(&self, xs: &Tensor, state0: Tensor) -> Tensor {
+        let (w_h, u_h, b_h, w_f, b_f) = (&self.w_h, &self.u_h, &self.b_h, &self.w_f, &self.b_f);
 
         // x·w_h for every step in one product; the inputs are 0/1 bits, so
         // each entry is rounded once either way. xws: [T,N,H]
@@ -250,11 +274,13 @@ impl Model {
         let mut ys = Vec::with_capacity(xws.len());
         for xw in &xws {
             // Same addition order as the notebook: (x·w_h + state·u_h) + b_h.
-            // Fusing these into addmm or adding b_h once to all steps measured
-            // no faster here.
-            let hs = (xw + feed(&state, u_h) + b_h).sigmoid();
+            // The state·u_h product is a matmul as in the notebook: its
+            // backward is a GEMM, where a broadcast multiply made training
+            // twice as slow. Fusing the additions into addmm, adding b_h once
+            // for all steps or keeping samples last measured no faster.
+            let hs = (xw + state.matmul(u_h) + b_h).sigmoid();
             let y = (hs.matmul(w_f) + b_f).sigmoid();
-            state = if self.cell == Cell::Jordan { y.shallow_clone() } else { hs };
+            state = if self.jordan { y.shallow_clone() } else { hs };
             ys.push(y);
         }
         Tensor::stack(&ys, 0) // [T,N,1]

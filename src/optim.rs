@@ -121,8 +121,28 @@ impl TfAdam {
     }
 }
 
-fn is_plain_f64(t: &Tensor) -> bool {
+pub fn is_plain_f64(t: &Tensor) -> bool {
     t.kind() == Kind::Double && t.is_contiguous() && t.device() == Device::Cpu
+}
+
+/// The memory of a contiguous float64 CPU tensor, without a copy.
+///
+/// # Safety
+/// The tensor must outlive the slice, and nothing may write to it (through
+/// libtorch or another slice) while the slice is alive.
+pub unsafe fn f64_slice(t: &Tensor) -> &[f64] {
+    assert!(is_plain_f64(t), "expected a contiguous float64 CPU tensor");
+    std::slice::from_raw_parts(t.data_ptr() as *const f64, t.numel())
+}
+
+/// Mutable memory of a contiguous float64 CPU tensor, without a copy.
+///
+/// # Safety
+/// As [`f64_slice`], and no other reference to the memory may be alive.
+#[allow(clippy::mut_from_ref)]
+pub unsafe fn f64_slice_mut(t: &Tensor) -> &mut [f64] {
+    assert!(is_plain_f64(t), "expected a contiguous float64 CPU tensor");
+    std::slice::from_raw_parts_mut(t.data_ptr() as *mut f64, t.numel())
 }
 
 /// The update in plain Rust over the tensors' memory: one pass, no temporaries.

@@ -53,6 +53,13 @@ pub fn set_threads(threads: usize) {
     tch::set_num_interop_threads(1);
 }
 
+/// libtorch's intra-op threads for a run: 1 when the batch is sharded over
+/// threads (or the fused engine uses them), else `--threads`.
+pub fn set_run_threads(cfg: &TrainConfig) {
+    let sharded = train::shard_count(cfg) > 1 || cfg.engine == crate::config::Engine::Fused;
+    set_threads(if sharded { 1 } else { cfg.threads });
+}
+
 pub fn train_command(args: TrainArgs, matches: &ArgMatches) -> Result<()> {
     let (cfg, dir, resume) = match &args.resume {
         Some(dir) => (resume_config(dir, &args, matches)?, dir.clone(), true),
@@ -62,7 +69,7 @@ pub fn train_command(args: TrainArgs, matches: &ArgMatches) -> Result<()> {
             (cfg, dir, false)
         }
     };
-    set_threads(cfg.threads);
+    set_run_threads(&cfg);
     install_interrupt_handler()?;
 
     let data = Dataset::draw_seeded(cfg.samples, cfg.max_digits, cfg.bits, cfg.seed)?;

@@ -17,7 +17,7 @@ use crate::data::{self, Dataset};
 use crate::fused;
 use crate::metrics::Metrics;
 use crate::model::{self, Feedback, Model};
-use crate::optim::{AdamState, Optimizer};
+use crate::optim::{self, AdamState, Optimizer};
 use crate::progress::{self, Progress};
 use crate::weights;
 
@@ -94,6 +94,19 @@ impl Trainer {
             return loss;
         }
 
+        let shards = self.shards();
+        if shards > 1 {
+            let (value, grads) = self.sharded_loss_and_grads(shards);
+            self.losses.push(value);
+            if value.is_finite() {
+                if self.keep_finite {
+                    keep_copy(&mut self.backup, &self.vars);
+                }
+                self.optimizer.step_with_grads(&self.vars, &grads);
+            }
+            return value;
+        }
+
         let outputs = self.model.forward(&self.xs, Feedback::Trained);
         let loss = model::mse(&outputs, &self.ys);
         let value = loss.double_value(&[]);
@@ -107,6 +120,56 @@ impl Trainer {
 
         self.optimizer.backward_step(&loss, &self.vars);
         value
+    }
+
+    /// Batch shards trained side by side by the autograd engine: one per
+    /// `--threads` for the jordan and elman cells on the CPU, else 1.
+    pub fn shards(&self) -> usize {
+        shard_count(&self.cfg).min(self.data.len())
+    }
+
+    /// Loss and gradients over the batch split into `shards` sample ranges,
+    /// each forward and backward pass on its own thread with single-threaded
+    /// libtorch ops, the gradients summed in shard order. Faster than one
+    /// libtorch op pool over both cores because these ops are too small to
+    /// split well; the sums round differently from the single-shard path.
+    fn sharded_loss_and_grads(&self, shards: usize) -> (f64, Vec<Tensor>) {
+        let n = self.data.len() as i64;
+        let total = (self.data.bits as i64 * n) as f64;
+        let jordan = self.cfg.cell == model::Cell::Jordan;
+        let parts: Vec<(f64, Vec<Tensor>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..shards as i64)
+                .map(|k| {
+                    let (start, end) = (k * n / shards as i64, (k + 1) * n / shards as i64);
+                    let weights = self.model.cell_weights();
+                    let vars: Vec<Tensor> = self.vars.iter().map(Tensor::shallow_clone).collect();
+                    let xs = self.xs.narrow(1, start, end - start);
+                    let ys = self.ys.narrow(1, start, end - start);
+                    let state0 = if jordan {
+                        self.model.var("y_t").narrow(0, start, end - start)
+                    } else {
+                        Tensor::zeros([end - start, self.cfg.hidden as i64], (Kind::Double, self.xs.device()))
+                    };
+                    scope.spawn(move || {
+                        let outputs = weights.unroll(&xs, state0);
+                        let loss = outputs.mse_loss(&ys, tch::Reduction::Sum) / total;
+                        let grads = Tensor::run_backward(&[&loss], &vars, false, false);
+                        (loss.double_value(&[]), grads)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a shard thread panicked")).collect()
+        });
+
+        let mut parts = parts.into_iter();
+        let (mut loss, mut grads) = parts.next().expect("at least one shard");
+        for (part_loss, part_grads) in parts {
+            loss += part_loss;
+            for (sum, part) in grads.iter_mut().zip(&part_grads) {
+                *sum = &*sum + part;
+            }
+        }
+        (loss, grads)
     }
 
     /// The weights whose loss was the last finite one, if kept.
@@ -126,12 +189,29 @@ impl Trainer {
     }
 }
 
+/// Shards for the autograd engine's data-parallel step (see `Trainer::shards`).
+pub fn shard_count(cfg: &TrainConfig) -> usize {
+    let unrolled_by_hand = matches!(cfg.cell, model::Cell::Jordan | model::Cell::Elman);
+    let cpu = cfg.device().map(|d| d == Device::Cpu).unwrap_or(false);
+    if cfg.engine == Engine::Autograd && unrolled_by_hand && cpu {
+        cfg.threads.max(1)
+    } else {
+        1
+    }
+}
+
 /// Copies `vars` into `backup`, reusing its buffers after the first call.
 fn keep_copy(backup: &mut Option<Vec<Tensor>>, vars: &[Tensor]) {
     tch::no_grad(|| match backup {
         Some(copies) => {
             for (copy, var) in copies.iter_mut().zip(vars) {
-                copy.copy_(var);
+                if optim::is_plain_f64(copy) && optim::is_plain_f64(var) {
+                    // SAFETY: distinct contiguous CPU tensors of one shape, the
+                    // copy owned here; a memcpy skips libtorch's dispatch.
+                    unsafe { optim::f64_slice_mut(copy).copy_from_slice(optim::f64_slice(var)) };
+                } else {
+                    copy.copy_(var);
+                }
             }
         }
         None => *backup = Some(vars.iter().map(|v| v.detach().copy()).collect()),
