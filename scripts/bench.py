@@ -2,8 +2,8 @@
 """Time binadd against TensorFlow and PyTorch on the notebook workload.
 
 Runs each tool in turn, REPS rounds interleaved so that machine noise hits all
-of them alike: binadd (autograd engine, 1 thread), binadd (fused engine, all
-cores), the notebook under TensorFlow's compat.v1 (scripts/tf_reference.py)
+of them alike: binadd's autograd engine on 1 thread and on all cores (one
+batch shard per core), binadd's fused engine on all cores, the notebook under TensorFlow's compat.v1 (scripts/tf_reference.py)
 and a PyTorch eager equivalent (scripts/bench_torch.py). Each tool reports the
 seconds of its training loop alone; peak resident memory is the child's
 ru_maxrss from wait4. Prints min and median seconds, peak memory, and
@@ -49,15 +49,15 @@ def seconds_from(stdout):
     return float(match.group(1))
 
 
-def binadd_tool(engine, extra):
+def binadd_tool(engine, extra, name):
     def command(workdir, args):
-        out = os.path.join(workdir, f"binadd-{engine}")
+        out = os.path.join(workdir, f"binadd-{name}")
         return [BINADD, "train", "--quiet", "--seed", "0", "--samples", str(args.samples),
                 "--iters", str(args.iters), "--heldout", "0", "--engine", engine,
                 "--out", out, "--force", *extra]
 
     def seconds(stdout, workdir):
-        with open(os.path.join(workdir, f"binadd-{engine}", "metrics.json")) as f:
+        with open(os.path.join(workdir, f"binadd-{name}", "metrics.json")) as f:
             return json.load(f)["train_seconds"]
 
     return command, seconds
@@ -84,9 +84,10 @@ def python_has(python, module, env=None):
 def compare(args):
     cores = os.cpu_count() or 1
     tools = []
-    for engine, extra, label in [("autograd", ["--threads", "1"], "binadd autograd (1 thread)"),
-                                 ("fused", ["--threads", str(cores)], f"binadd fused ({cores} threads)")]:
-        command, seconds = binadd_tool(engine, extra)
+    variants = [("autograd", 1), ("autograd", cores), ("fused", cores)] if cores > 1 else [("autograd", 1), ("fused", 1)]
+    for engine, threads in variants:
+        label = f"binadd {engine} ({threads} thread{'s' if threads > 1 else ''})"
+        command, seconds = binadd_tool(engine, ["--threads", str(threads)], f"{engine}-{threads}")
         tools.append((label, command, seconds, None, "binadd"))
 
     torch_env = dict(os.environ)
@@ -138,7 +139,7 @@ def scaling(args):
                               (10_000, 16), (10_000, 32), (10_000, 64)]:
             # Aim for a few seconds per point.
             iters = max(5, min(2000, int(2e7 / (samples * bits))))
-            for engine, threads in [("autograd", 1), ("fused", cores)]:
+            for engine, threads in [("autograd", cores), ("fused", cores)]:
                 out = os.path.join(workdir, f"{engine}-{samples}-{bits}")
                 run_measured([BINADD, "train", "--quiet", "--seed", "0", "--samples", str(samples),
                               "--bits", str(bits), "--max-digits", str(bits - 2), "--iters", str(iters),

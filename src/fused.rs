@@ -3,11 +3,12 @@
 //!
 //! Samples are split into one contiguous shard per thread and walked in
 //! blocks of `BLOCK` samples, stored structure-of-arrays so that every inner
-//! loop runs over samples and the compiler vectorises it (AVX2 where the CPU
-//! has it, chosen at run time). `exp` is a branch-free polynomial for the
-//! same reason. Shards are summed in a fixed order, so a run is reproducible
-//! for a given thread count. Its gradients match libtorch autograd's to
-//! about 1e-15 (a test checks 1e-12).
+//! loop runs over samples and the compiler vectorises it (AVX-512 or AVX2
+//! with FMA where the CPU has them, chosen at run time, so results can differ
+//! in the last bits between machines). `exp` is a branch-free polynomial for
+//! the same reason. Shards are summed in a fixed order, so a run is
+//! reproducible for a given thread count and CPU. Its gradients match libtorch
+//! autograd's to about 1e-15 (a test checks 1e-12).
 
 use std::ops::Range;
 
@@ -90,6 +91,7 @@ struct Kernel {
     target: Vec<f64>,
     shards: Vec<Range<usize>>,
     avx2: bool,
+    avx512: bool,
 }
 
 impl Engine {
@@ -128,7 +130,7 @@ impl Engine {
         // The calling thread runs one shard, so the pool needs one thread fewer.
         let pool = rayon::ThreadPoolBuilder::new().num_threads((threads - 1).max(1)).build()?;
         let grads = model.variables().iter().map(|v| v.detach().zeros_like()).collect();
-        let kernel = Kernel { cell: model.cell, hidden: h, steps: t, samples: n, x1, x2, target, shards, avx2: detect_avx2() };
+        let kernel = Kernel { cell: model.cell, hidden: h, steps: t, samples: n, x1, x2, target, shards, avx2: detect_avx2(), avx512: detect_avx512() };
         Ok(Self {
             kernel,
             scratch,
@@ -224,7 +226,10 @@ impl Kernel {
             } else {
                 &mut [][..]
             };
-            if self.avx2 {
+            if self.avx512 {
+                // SAFETY: detect_avx512 confirmed the CPU supports AVX-512F, AVX2 and FMA.
+                unsafe { self.block_avx512(start, len, params, feedback, grad_block, scratch) }
+            } else if self.avx2 {
                 // SAFETY: detect_avx2 confirmed the CPU supports AVX2 and FMA.
                 unsafe { self.block_avx2(start, len, params, feedback, grad_block, scratch) }
             } else {
@@ -242,6 +247,21 @@ impl Kernel {
         } else {
             self.block::<true, false>(start, len, params, feedback, grad, scratch)
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn block_avx512(&self, start: usize, len: usize, params: &Params, feedback: &[f64], grad: &mut [f64], scratch: &mut Scratch) {
+        if len == BLOCK {
+            self.block::<true, true>(start, len, params, feedback, grad, scratch)
+        } else {
+            self.block::<true, false>(start, len, params, feedback, grad, scratch)
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn block_avx512(&self, start: usize, len: usize, params: &Params, feedback: &[f64], grad: &mut [f64], scratch: &mut Scratch) {
+        self.block::<false, false>(start, len, params, feedback, grad, scratch)
     }
 
     #[cfg(not(target_arch = "x86_64"))]
@@ -441,6 +461,17 @@ fn reduce(len: usize, term: impl Fn(usize) -> f64) -> f64 {
     ((halves[0] + halves[2]) + (halves[1] + halves[3])) + tail
 }
 
+fn detect_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        detect_avx2() && std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 fn detect_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -469,8 +500,10 @@ pub fn exp<const FMA: bool>(x: f64) -> f64 {
     // ln 2 split so that k·LN2_HI is exact for |k| < 2^11.
     const LN2_HI: f64 = 6.931_471_803_691_238_164_9e-1;
     const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
-    // Adding 1.5·2^52 rounds to the nearest integer and leaves it in the low mantissa bits.
-    const ROUND: f64 = 6_755_399_441_055_744.0;
+    // Adding 1.5·2^52 rounds to the nearest integer and leaves it in the low
+    // mantissa bits; the extra 1023 leaves k + 1023 there, the biased
+    // exponent of 2^k, which one shift moves into place.
+    const ROUND: f64 = 6_755_399_441_055_744.0 + 1023.0;
     const C: [f64; 12] = [
         1.0,
         1.0,
@@ -488,14 +521,14 @@ pub fn exp<const FMA: bool>(x: f64) -> f64 {
     let x = x.max(-708.0).min(709.0);
     let shifted = x * LOG2E + ROUND;
     let k = shifted - ROUND;
-    let r = (x - k * LN2_HI) - k * LN2_LO;
+    // k·LN2_HI is exact, so the first step rounds once either way.
+    let r = if FMA { (-k).mul_add(LN2_LO, (-k).mul_add(LN2_HI, x)) } else { (x - k * LN2_HI) - k * LN2_LO };
     let mut p = C[11];
     for c in C[..11].iter().rev() {
         // With FMA each Horner step rounds once; without it, twice.
         p = if FMA { p.mul_add(r, *c) } else { p * r + c };
     }
-    let k_int = (shifted.to_bits() as i64).wrapping_sub(ROUND.to_bits() as i64);
-    p * f64::from_bits(((k_int + 1023) as u64) << 52)
+    p * f64::from_bits(shifted.to_bits() << 52)
 }
 
 /// Gradients from libtorch autograd, for checking the fused engine.
