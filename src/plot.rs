@@ -9,17 +9,22 @@
 //! SVG text names the `sans-serif` family and the viewer picks the font.
 //! The colours follow matplotlib's `ggplot` style sheet: grey panel, white grid.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use ab_glyph::{point, Font, FontRef, ScaleFont};
 use anyhow::{ensure, Context, Result};
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, VPos};
 use plotters::style::{register_font, FontStyle};
+// BackendStyle stays qualified because importing it makes RGBColor::stroke_width ambiguous.
+use plotters_backend::{BackendColor, BackendCoord, BackendTextStyle, DrawingErrorKind};
 
 /// Image encoding of a chart file. The caller chooses the file name and its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -907,7 +912,8 @@ fn render_png(chart: &impl Chart) -> Result<Vec<u8>> {
     let (width, height) = chart.size();
     let mut pixels = vec![0u8; width as usize * height as usize * 3];
     {
-        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+        let bitmap = BitMapBackend::with_buffer(&mut pixels, (width, height));
+        let root = GlyphTextBackend { inner: bitmap }.into_drawing_area();
         root.fill(&WHITE)?;
         chart.draw(&root)?;
         root.present()?;
@@ -921,6 +927,195 @@ fn render_png(chart: &impl Chart) -> Result<Vec<u8>> {
     writer.write_image_data(&pixels)?;
     writer.finish()?;
     Ok(encoded)
+}
+
+/// Drawing backend that draws text in the embedded DejaVu Sans faces itself and passes everything else to `inner`.
+///
+/// plotters 0.3.7 with the `ab_glyph` feature rasterises each glyph with its pixel bounds at the pen,
+/// so it drops the part of the left side bearing that rounds to whole pixels, and it truncates the pen
+/// to whole pixels. In DejaVu Sans at 14 px only "1" has a bearing of over a pixel among the digits,
+/// so it sits a pixel further left than the other digits and "2185" reads "21 85".
+/// This backend places each glyph at its exact origin instead.
+/// Text keeps the advances, kerning and anchoring of plotters' `layout_box`, so it occupies the box
+/// that plotters' chart layout reserved for it.
+struct GlyphTextBackend<B> {
+    inner: B,
+}
+
+impl<B: DrawingBackend> DrawingBackend for GlyphTextBackend<B> {
+    type ErrorType = B::ErrorType;
+
+    fn get_size(&self) -> (u32, u32) {
+        self.inner.get_size()
+    }
+
+    fn ensure_prepared(&mut self) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.inner.ensure_prepared()
+    }
+
+    fn present(&mut self) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.inner.present()
+    }
+
+    fn draw_pixel(
+        &mut self,
+        point: BackendCoord,
+        colour: BackendColor,
+    ) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.inner.draw_pixel(point, colour)
+    }
+
+    fn draw_line<S: plotters_backend::BackendStyle>(
+        &mut self,
+        from: BackendCoord,
+        to: BackendCoord,
+        style: &S,
+    ) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.inner.draw_line(from, to, style)
+    }
+
+    fn draw_rect<S: plotters_backend::BackendStyle>(
+        &mut self,
+        upper_left: BackendCoord,
+        bottom_right: BackendCoord,
+        style: &S,
+        fill: bool,
+    ) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.inner.draw_rect(upper_left, bottom_right, style, fill)
+    }
+
+    fn draw_path<S: plotters_backend::BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        path: I,
+        style: &S,
+    ) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.inner.draw_path(path, style)
+    }
+
+    fn draw_circle<S: plotters_backend::BackendStyle>(
+        &mut self,
+        center: BackendCoord,
+        radius: u32,
+        style: &S,
+        fill: bool,
+    ) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.inner.draw_circle(center, radius, style, fill)
+    }
+
+    fn fill_polygon<S: plotters_backend::BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        vertices: I,
+        style: &S,
+    ) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.inner.fill_polygon(vertices, style)
+    }
+
+    fn blit_bitmap(
+        &mut self,
+        pos: BackendCoord,
+        size: (u32, u32),
+        src: &[u8],
+    ) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.inner.blit_bitmap(pos, size, src)
+    }
+
+    fn draw_text<S: BackendTextStyle>(
+        &mut self,
+        text: &str,
+        style: &S,
+        pos: BackendCoord,
+    ) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        let Some(font) = embedded_font(style) else {
+            return self.inner.draw_text(text, style, pos);
+        };
+        let colour = style.color();
+        if colour.alpha == 0.0 {
+            return Ok(());
+        }
+
+        // The anchoring and rotation follow the default draw_text of plotters-backend 0.3.7.
+        let ((min_x, min_y), (max_x, max_y)) = style
+            .layout_box(text)
+            .map_err(|error| DrawingErrorKind::FontError(Box::new(error)))?;
+        let dx = match style.anchor().h_pos {
+            HPos::Left => 0,
+            HPos::Right => -(max_x - min_x),
+            HPos::Center => -(max_x - min_x) / 2,
+        };
+        let dy = match style.anchor().v_pos {
+            VPos::Top => 0,
+            VPos::Center => -(max_y - min_y) / 2,
+            VPos::Bottom => -(max_y - min_y),
+        };
+        let transform = style.transform();
+        let (width, height) = self.inner.get_size();
+
+        for ((x, y), coverage) in rasterise_text(&font, style.size() as f32, text) {
+            let (x, y) = transform.transform(x + dx - min_x, y + dy - min_y);
+            let (x, y) = (pos.0 + x, pos.1 + y);
+            if x >= 0 && x < width as i32 && y >= 0 && y < height as i32 {
+                let alpha = colour.alpha * f64::from(coverage);
+                self.inner.draw_pixel(
+                    (x, y),
+                    BackendColor {
+                        alpha,
+                        rgb: colour.rgb,
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Returns the embedded DejaVu Sans face, bold or regular, that [`register_fonts`] registered for a `sans-serif`
+/// text style, or `None` for any other family. Italic and oblique get the regular face, as in plotters.
+fn embedded_font<S: BackendTextStyle>(style: &S) -> Option<FontRef<'static>> {
+    if style.family().as_str() != FONT {
+        return None;
+    }
+    let bytes = match style.style() {
+        FontStyle::Bold => dejavu::sans::bold(),
+        _ => dejavu::sans::regular(),
+    };
+    FontRef::try_from_slice(bytes).ok()
+}
+
+/// Rasterises `text` at `size` pixels and returns the coverage, from 0 to 1, of each pixel it touches,
+/// relative to the start of the pen.
+///
+/// Each glyph sits at its fractional pen position, so the spacing between glyphs follows the font's advances.
+/// The baseline lies at `size / 2` rounded to a whole pixel, so horizontal strokes stay sharp.
+/// plotters 0.3.7 puts it there too, except for glyphs shorter than half the size, such as "." at odd sizes.
+fn rasterise_text(font: &FontRef, size: f32, text: &str) -> Vec<((i32, i32), f32)> {
+    let font = font.as_scaled(size);
+    let baseline = (size / 2.0).round();
+    // Neighbouring glyphs can share a pixel column, so coverage is summed per pixel and each pixel is drawn once.
+    let mut coverage: BTreeMap<(i32, i32), f32> = BTreeMap::new();
+    let mut pen = 0.0;
+    let mut previous = None;
+    for character in text.chars() {
+        let id = font.glyph_id(character);
+        if let Some(previous) = previous {
+            pen += font.kern(previous, id);
+        }
+        previous = Some(id);
+
+        let glyph = id.with_scale_and_position(font.scale(), point(pen, baseline));
+        if let Some(outline) = font.outline_glyph(glyph) {
+            let bounds = outline.px_bounds();
+            outline.draw(|x, y, amount| {
+                let pixel = (
+                    bounds.min.x as i32 + x as i32,
+                    bounds.min.y as i32 + y as i32,
+                );
+                let total = coverage.entry(pixel).or_insert(0.0);
+                *total = (*total + amount).min(1.0);
+            });
+        }
+        pen += font.h_advance(id);
+    }
+    coverage.into_iter().collect()
 }
 
 fn render_svg(chart: &impl Chart) -> Result<String> {
@@ -1619,6 +1814,91 @@ mod tests {
             emptiest_corner(&panel_for(&rising)),
             SeriesLabelPosition::LowerRight
         ));
+    }
+
+    /// Draws `text` in black on white in the tick font through [`GlyphTextBackend`] and returns,
+    /// for each pixel column, the darkest value of ink in it, from 0 (blank) to 255 (full coverage).
+    fn ink_by_column(text: &str) -> Vec<u8> {
+        register_fonts().unwrap();
+        let (width, height) = (200, 40);
+        let mut pixels = vec![255u8; width * height * 3];
+        {
+            let bitmap = BitMapBackend::with_buffer(&mut pixels, (width as u32, height as u32));
+            let mut backend = GlyphTextBackend { inner: bitmap };
+            let style = (FONT, TICK_FONT_SIZE).into_font().color(&BLACK);
+            backend.draw_text(text, &style, (10, 10)).unwrap();
+        }
+        (0..width)
+            .map(|x| {
+                (0..height)
+                    .map(|y| 255 - pixels[(y * width + x) * 3])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// Returns the horizontal centre of the ink of each glyph in a column profile from [`ink_by_column`].
+    ///
+    /// Columns of at least a quarter coverage form a glyph, and the fainter column on each side
+    /// adds its coverage as a fraction of a pixel, so the centres have sub-pixel precision.
+    fn glyph_centres(ink: &[u8]) -> Vec<f64> {
+        const INK: u8 = 64;
+        // Columns outside the profile count as blank.
+        let coverage = |column: Option<usize>| {
+            column
+                .and_then(|column| ink.get(column))
+                .map_or(0.0, |&value| f64::from(value) / 255.0)
+        };
+        let mut centres = Vec::new();
+        let mut column = 0;
+        while column < ink.len() {
+            if ink[column] < INK {
+                column += 1;
+                continue;
+            }
+            let start = column;
+            while column < ink.len() && ink[column] >= INK {
+                column += 1;
+            }
+            let left = start as f64 - coverage(start.checked_sub(1));
+            let right = column as f64 + coverage(Some(column));
+            centres.push((left + right) / 2.0);
+        }
+        centres
+    }
+
+    #[test]
+    fn digit_labels_evenly_spaced() {
+        // DejaVu Sans has tabular digits: every digit advances by the same width, and at 14 px the
+        // centre of its ink lies within 0.2 px of the middle of that width. So the ink centres of
+        // neighbouring digits lie one advance apart. The 1 px bound leaves room for that spread and for
+        // the estimate of the centres. Drawn by plotters 0.3.7 itself, the "1" in "2185" sits 2.4 px off
+        // and touches the "2".
+        register_fonts().unwrap();
+        let font = FontRef::try_from_slice(dejavu::sans::regular()).unwrap();
+        let scaled = font.as_scaled(TICK_FONT_SIZE as f32);
+        let advance = f64::from(scaled.h_advance(font.glyph_id('0')));
+
+        for label in [
+            "5301", "2185", "6172", "7491", "8081", "1227", "1111", "0000",
+        ] {
+            let centres = glyph_centres(&ink_by_column(label));
+            assert_eq!(
+                centres.len(),
+                4,
+                "{label}: expected 4 separate digits but found ink runs centred at {centres:?}, so some digits touch"
+            );
+            for (index, pair) in centres.windows(2).enumerate() {
+                let spacing = pair[1] - pair[0];
+                assert!(
+                    (spacing - advance).abs() < 1.0,
+                    "{label}: digits {index} and {} are {spacing:.2} px apart, but the advance is {advance:.2} px \
+                     (centres {centres:?})",
+                    index + 1
+                );
+            }
+        }
     }
 
     #[test]
