@@ -25,6 +25,7 @@ use cli::{Cli, Command};
 
 fn main() {
     tune_malloc();
+    restore_sigpipe();
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
@@ -49,6 +50,18 @@ fn tune_malloc() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
         libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
+/// Lets a closed stdout end the process quietly, as `binadd train | head`
+/// expects, instead of Rust's default of ignoring SIGPIPE and panicking on
+/// the next print. Output files are written atomically, so none is left
+/// half-written.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: resets one signal disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

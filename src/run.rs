@@ -79,7 +79,7 @@ pub fn train_command(args: TrainArgs, matches: &ArgMatches) -> Result<()> {
 
     println!(
         "training {} cell, hidden {}, {} samples, {}-bit sums, {} iterations, lr {}, adam {}, {} engine, \
-         {} on {} ({} thread(s)), seed {}",
+         {} on {} ({}), seed {}",
         cfg.cell.name(),
         cfg.hidden,
         cfg.samples,
@@ -90,7 +90,7 @@ pub fn train_command(args: TrainArgs, matches: &ArgMatches) -> Result<()> {
         config::flag_value(cfg.engine),
         "float64",
         train::device_name(cfg.device()?),
-        cfg.threads,
+        parallelism(&cfg, trainer.shards()),
         cfg.seed
     );
     if resume {
@@ -146,6 +146,22 @@ pub fn train_command(args: TrainArgs, matches: &ArgMatches) -> Result<()> {
                 config::format_number(cfg.lr)
             )
         }
+    }
+}
+
+/// How the run uses its threads, for the header line.
+fn parallelism(cfg: &TrainConfig, shards: usize) -> String {
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let cpu = matches!(cfg.device(), Ok(tch::Device::Cpu));
+    let unrolled_by_hand = matches!(cfg.cell, crate::model::Cell::Jordan | crate::model::Cell::Elman);
+    if cfg.engine == crate::config::Engine::Fused {
+        format!("{} thread{}", cfg.threads, plural(cfg.threads))
+    } else if !cpu {
+        "one device stream".to_string()
+    } else if unrolled_by_hand {
+        format!("{shards} batch shard{} on 1 libtorch thread each", plural(shards))
+    } else {
+        format!("{} libtorch thread{}", cfg.threads, plural(cfg.threads))
     }
 }
 
