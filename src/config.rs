@@ -12,7 +12,7 @@ use crate::model::Cell;
 use crate::optim::AdamKind;
 use crate::weights::Format;
 
-/// How gradients are computed.
+/// The engine that computes gradients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {

@@ -44,7 +44,7 @@ impl Cell {
     }
 }
 
-/// Where a jordan cell's first feedback value comes from.
+/// The source of a jordan cell's first feedback value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feedback {
     /// The trained `y_t`, one per training sample (training data only).
@@ -292,7 +292,7 @@ pub fn mse(outputs: &Tensor, targets: &Tensor) -> Tensor {
     outputs.mse_loss(targets, tch::Reduction::Mean)
 }
 
-/// Checks that `values` holds exactly the model's variable names.
+/// Checks that `values` contains exactly the model's variable names.
 fn check_names(model: &Model, values: &BTreeMap<String, Tensor>, source: &str) -> Result<()> {
     let missing: Vec<&String> = model.names.iter().filter(|n| !values.contains_key(*n)).collect();
     if !missing.is_empty() {
@@ -390,7 +390,8 @@ mod tests {
                 assert_eq!(out.size(), vec![8, 10, 1], "{cell:?}");
                 assert_eq!(out.kind(), Kind::Double);
                 let loss = mse(&out, &ys).double_value(&[]);
-                assert!(loss > 0.0 && loss < 1.0, "{cell:?} loss {loss}");
+                assert!(loss > 0.0, "{cell:?} loss {loss}");
+                assert!(loss < 1.0, "{cell:?} loss {loss}");
             }
         }
     }

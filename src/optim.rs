@@ -15,7 +15,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
-/// Which Adam to train with.
+/// The Adam update rule a run trains with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum AdamKind {

@@ -372,7 +372,7 @@ pub fn read_losses(path: &Path) -> Result<Vec<f64>> {
         }
     }
     if losses.is_empty() {
-        bail!("'{}' holds no losses", path.display());
+        bail!("'{}' contains no losses; train again to rewrite it", path.display());
     }
     Ok(losses)
 }
