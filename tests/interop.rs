@@ -41,7 +41,8 @@ fn run_python(script: &str, args: &[&str]) -> String {
     let stderr = stderr_of(&output);
     if stderr.contains("No module named 'torch'") {
         panic!(
-            "python3 cannot import torch (looked in {}); run scripts/fetch-libtorch.sh, which installs it",
+            "python3 cannot import torch (looked in {}); run scripts/fetch-libtorch.sh, which installs it. \
+             With LIBTORCH set the script installs nothing: then pip install torch==2.13.0 for python3",
             site.map(|s| s.display().to_string()).unwrap_or_else(|| "no .libtorch link in the checkout".into())
         );
     }
