@@ -152,7 +152,7 @@ pub struct EvalArgs {
     /// Bits of the sum [default: the trained width from config.json, else 8]
     #[arg(long)]
     pub bits: Option<usize>,
-    /// Operands are drawn from [0, 2^max-digits) [default: bits - 1]
+    /// Operands are drawn from [0, 2^max-digits) [default: bits - 1 with --bits, else the trained width]
     #[arg(long)]
     pub max_digits: Option<usize>,
     /// CPU threads for libtorch
@@ -206,6 +206,9 @@ pub struct CompareArgs {
     /// Directory for compare.json and parity.png
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Allow writing into a non-empty --out directory
+    #[arg(long)]
+    pub force: bool,
     /// Chart format for parity
     #[arg(long, value_enum, default_value_t = ImageFormat::Png)]
     pub plot_format: ImageFormat,
@@ -230,7 +233,7 @@ pub struct SweepArgs {
     pub seeds: String,
     #[command(flatten)]
     pub options: TrainOptions,
-    /// Runs at once [default: the number of cores]
+    /// Runs at once; each run uses one thread unless --threads is given [default: the number of cores]
     #[arg(long)]
     pub jobs: Option<usize>,
     /// Also evaluate each run on fresh sums of these widths, comma-separated (empty skips it)

@@ -129,7 +129,7 @@ pub fn compare_command(args: CompareArgs) -> Result<()> {
     }
     crate::run::set_threads(if args.engine == Engine::Fused || threads > 1 { 1 } else { threads });
     let iters = args.iters.unwrap_or(reference.n_training_iters);
-    let out_dir = args.out.as_deref().map(|d| crate::run::prepare_out_dir(Some(d), true, "compare")).transpose()?;
+    let out_dir = args.out.as_deref().map(|d| crate::run::prepare_out_dir(Some(d), args.force, "compare")).transpose()?;
 
     println!(
         "reference '{}': TensorFlow {}, seed {}, {} samples, hidden {}, {} iterations",

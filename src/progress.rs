@@ -24,7 +24,7 @@ impl Progress {
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stdout());
         bar.set_style(
             ProgressStyle::with_template(
-                "{bar:30.cyan/blue} {pos:>6}/{len:6} loss {msg:12} {per_sec:>12} ETA {eta}",
+                "{bar:30.cyan/blue} {pos:>6}/{len:6} loss {msg} ETA {eta}",
             )
             .expect("valid progress template")
             .progress_chars("=> "),
@@ -37,7 +37,7 @@ impl Progress {
     pub fn update(&self, iteration: u64, loss: f64) {
         if let Some(bar) = &self.bar {
             bar.set_position(iteration);
-            bar.set_message(format!("{loss:.6}"));
+            bar.set_message(format!("{loss:.6}  {:>7.0} it/s", bar.per_sec()));
         }
     }
 

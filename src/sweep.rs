@@ -73,9 +73,9 @@ fn train_args(options: &TrainOptions, seed: u64, out: &Path) -> Vec<String> {
         "--out".into(), out.display().to_string(),
         "--force".into(),
     ];
-    if let Some(threads) = options.threads {
-        args.extend(["--threads".into(), threads.to_string()]);
-    }
+    // Runs already fill the cores, one per job, so each defaults to one thread.
+    let threads = options.threads.unwrap_or(1);
+    args.extend(["--threads".into(), threads.to_string()]);
     args
 }
 
@@ -96,6 +96,9 @@ fn parse_widths(text: &str) -> Result<Vec<usize>> {
 
 pub fn sweep_command(args: SweepArgs) -> Result<()> {
     let seeds = parse_seeds(&args.seeds)?;
+    if let Some(seed) = args.options.seed {
+        bail!("sweep sets each run's seed from --seeds; drop --seed {seed} (for one seed use --seeds {seed})");
+    }
     // Validate the shared options once, before starting any process.
     let mut probe = args.options.clone();
     probe.seed = Some(seeds[0]);

@@ -369,7 +369,12 @@ pub fn write_checkpoint(trainer: &Trainer, dir: &Path, train_seconds: f64) -> Re
 pub fn restore_checkpoint(trainer: &mut Trainer, dir: &Path) -> Result<(usize, f64)> {
     let state_path = dir.join(CHECKPOINT_STATE);
     let text = std::fs::read_to_string(&state_path).with_context(|| {
-        format!("no checkpoint in '{}': '{}' is missing", dir.display(), state_path.display())
+        format!(
+            "no checkpoint in '{}' ('{}' is missing): only an interrupted run can be resumed, \
+             and a finished run removes its checkpoint",
+            dir.display(),
+            state_path.display()
+        )
     })?;
     let meta: CheckpointState =
         serde_json::from_str(&text).with_context(|| format!("'{}' is corrupt", state_path.display()))?;
