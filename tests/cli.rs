@@ -439,6 +439,28 @@ fn compare_malformed_reference() {
 }
 
 #[test]
+fn compare_out_non_empty_needs_force() {
+    let dir = tempdir().unwrap();
+    let out = dir.path().join("report");
+    fs::create_dir(&out).unwrap();
+    fs::write(out.join("notes.txt"), "keep me").unwrap();
+    let reference = fixture("tf_seed0_n64_i50.json");
+    let output = run(&["compare", "--reference", path_str(&reference), "--out", path_str(&out)]);
+    assert_fails_with(&output, "pass --force", "non-empty compare --out");
+    assert_eq!(fs::read_to_string(out.join("notes.txt")).unwrap(), "keep me");
+
+    let forced = run(&["compare", "--reference", path_str(&reference), "--out", path_str(&out), "--force"]);
+    assert!(forced.status.success(), "compare --force failed\n{}", describe(&forced));
+    assert!(out.join("compare.json").is_file(), "compare --force wrote no compare.json");
+}
+
+#[test]
+fn sweep_rejects_single_seed_flag() {
+    let output = run(&["sweep", "--seeds", "0..1", "--seed", "3"]);
+    assert_fails_with(&output, "drop --seed 3", "sweep --seed");
+}
+
+#[test]
 fn compare_incomplete_reference() {
     let dir = tempdir().unwrap();
     let mut reference = read_json(&fixture("tf_seed0_n64_i50.json"));
@@ -683,6 +705,29 @@ fn resume_matches_uninterrupted_run() {
     let weights_resumed = fs::read(interrupted.join("weights.pt")).unwrap();
     let weights_straight = fs::read(straight.join("weights.pt")).unwrap();
     assert!(weights_resumed == weights_straight, "resumed weights.pt differs from the uninterrupted run's");
+}
+
+#[test]
+fn resume_rejects_iters_behind_checkpoint() {
+    let dir = tempdir().unwrap();
+    let interrupted = dir.path().join("interrupted");
+    let output = interrupt_training(&interrupted);
+    assert_eq!(output.status.code(), Some(130), "interrupt failed\n{}", describe(&output));
+
+    let reached = checkpoint_iteration(&interrupted).to_string();
+    let resumed = run(&["train", "--quiet", "--resume", path_str(&interrupted), "--iters", &reached]);
+    assert_fails_with(&resumed, "does not go past the checkpoint", "--iters at the checkpoint");
+    let names = file_names(&interrupted);
+    assert!(names.iter().any(|n| n == "checkpoint.json"), "the checkpoint was removed: {names:?}");
+}
+
+#[test]
+fn resume_of_finished_run_explains() {
+    let dir = tempdir().unwrap();
+    let out = dir.path().join("run");
+    train_small(&out, 3, &[]);
+    let output = run(&["train", "--resume", path_str(&out), "--iters", "100"]);
+    assert_fails_with(&output, "only an interrupted run can be resumed", "resume of a finished run");
 }
 
 // ---- predict ----------------------------------------------------------------
