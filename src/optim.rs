@@ -149,12 +149,11 @@ pub unsafe fn f64_slice_mut(t: &Tensor) -> &mut [f64] {
 /// Rust does not fuse a·b + c into one rounding, so each operation rounds as
 /// TF1's Eigen expression does.
 unsafe fn update_cpu(var: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, [lr_t, c1, c2, eps]: [f64; 4]) {
-    let n = var.numel();
-    assert!(grad.numel() == n && m.numel() == n && v.numel() == n, "Adam operands differ in length");
-    let theta = std::slice::from_raw_parts_mut(var.data_ptr() as *mut f64, n);
-    let g = std::slice::from_raw_parts(grad.data_ptr() as *const f64, n);
-    let m = std::slice::from_raw_parts_mut(m.data_ptr() as *mut f64, n);
-    let v = std::slice::from_raw_parts_mut(v.data_ptr() as *mut f64, n);
+    let (theta, g, m, v) = (f64_slice_mut(var), f64_slice(grad), f64_slice_mut(m), f64_slice_mut(v));
+    let n = theta.len();
+    assert_eq!(g.len(), n, "gradient and variable differ in length");
+    assert_eq!(m.len(), n, "first moment and variable differ in length");
+    assert_eq!(v.len(), n, "second moment and variable differ in length");
     for i in 0..n {
         m[i] += (g[i] - m[i]) * c1;
         v[i] += (g[i] * g[i] - v[i]) * c2;
