@@ -58,6 +58,8 @@ link_checkout() {
 }
 
 # Archive route: the zip holds a top-level libtorch/ folder.
+# NOTE: checked with a locally built zip only; no official archive was reachable
+# from the machines this was written on.
 if [ -n "$archive_url" ] || [ -n "$archive_zip" ]; then
     dest="$cache_root/libtorch-$TORCH_VERSION-archive"
     if [ -f "$dest/libtorch/lib/libtorch.so" ]; then

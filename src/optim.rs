@@ -162,6 +162,8 @@ unsafe fn update_cpu(var: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, [lr_t,
 }
 
 /// The same update with libtorch operations, for CUDA or non-contiguous tensors.
+// NOTE: a test checks this path against the CPU loop, but only on the CPU;
+// training on a CUDA device has not been run.
 fn update_tensors(var: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, [lr_t, c1, c2, eps]: [f64; 4]) {
     tch::no_grad(|| {
         let (mut var, mut m, mut v) = (var.shallow_clone(), m.shallow_clone(), v.shallow_clone());
