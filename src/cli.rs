@@ -90,7 +90,7 @@ pub struct TrainOptions {
 impl TrainOptions {
     /// Builds and validates the config; a missing seed is drawn at random.
     pub fn to_config(&self) -> Result<TrainConfig> {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = crate::config::cores();
         let threads = self.threads.unwrap_or(match (self.engine, self.cell) {
             (Engine::Fused, _) | (Engine::Autograd, Cell::Jordan | Cell::Elman) => cores,
             (Engine::Autograd, Cell::Gru | Cell::Lstm) => 1,

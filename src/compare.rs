@@ -122,7 +122,7 @@ pub fn compare_command(args: CompareArgs) -> Result<()> {
     let reference = Reference::load(&args.reference)?;
     let threads = args.threads.unwrap_or(match args.engine {
         Engine::Autograd => 1,
-        Engine::Fused => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        Engine::Fused => crate::config::cores(),
     });
     if threads == 0 {
         bail!("--threads 0 is invalid: use at least 1 thread");

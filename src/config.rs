@@ -80,12 +80,9 @@ impl TrainConfig {
         if self.threads == 0 {
             bail!("--threads 0 is invalid: use at least 1 thread");
         }
-        if self.bits < 2 || self.bits > data::MAX_BITS {
-            bail!("--bits {} is out of range: it must be between 2 and {}", self.bits, data::MAX_BITS);
-        }
         data::check_widths(self.max_digits, self.bits)?;
         parse_device(&self.device)?;
-        if self.engine == Engine::Fused && !matches!(self.cell, Cell::Jordan | Cell::Elman) {
+        if self.engine == Engine::Fused && !self.cell.unrolled_by_hand() {
             bail!(
                 "--engine fused supports the jordan and elman cells only, not --cell {}; use --engine autograd",
                 self.cell.name()
@@ -96,6 +93,11 @@ impl TrainConfig {
 
     pub fn device(&self) -> Result<Device> {
         parse_device(&self.device)
+    }
+
+    /// Tells whether the run trains on the CPU.
+    pub fn on_cpu(&self) -> bool {
+        matches!(self.device(), Ok(Device::Cpu))
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -116,6 +118,11 @@ impl TrainConfig {
         config.validate().with_context(|| format!("'{}' holds invalid settings", path.display()))?;
         Ok(config)
     }
+}
+
+/// Returns the number of cores the process may use (1 when unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// The command-line spelling of a value-enum setting, e.g. `tf` for `AdamKind::Tf`.

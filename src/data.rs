@@ -86,11 +86,17 @@ impl Dataset {
     }
 }
 
-/// Rejects operand widths whose sums could overflow the sequence.
-pub fn check_widths(max_digits: usize, bits: usize) -> Result<()> {
-    if bits == 0 || bits > MAX_BITS {
+/// Rejects a `--bits` value outside 2..=MAX_BITS.
+pub fn check_bits(bits: usize) -> Result<()> {
+    if !(2..=MAX_BITS).contains(&bits) {
         bail!("--bits {bits} is out of range: it must be between 2 and {MAX_BITS}");
     }
+    Ok(())
+}
+
+/// Rejects operand widths whose sums could overflow the sequence.
+pub fn check_widths(max_digits: usize, bits: usize) -> Result<()> {
+    check_bits(bits)?;
     if max_digits == 0 || max_digits >= bits {
         bail!(
             "--max-digits {max_digits} must be at least 1 and below --bits {bits}, \
@@ -222,6 +228,9 @@ mod tests {
         assert!(check_widths(0, 8).is_err());
         assert!(check_widths(6, 65).is_err());
         assert!(check_widths(7, 8).is_ok());
+        assert!(check_bits(1).is_err());
+        assert!(check_bits(65).is_err());
+        assert!(check_bits(64).is_ok());
         assert!(Dataset::from_operands(vec![200], vec![100], 8).is_err());
     }
 }

@@ -64,9 +64,6 @@ pub fn eval_command(args: EvalArgs) -> Result<()> {
         (None, Some(b)) => b.saturating_sub(1),
         (None, None) => trained.map(|c| c.max_digits).unwrap_or(DEFAULT_MAX_DIGITS),
     };
-    if bits < 2 || bits > data::MAX_BITS {
-        bail!("--bits {bits} is out of range: it must be between 2 and {}", data::MAX_BITS);
-    }
     data::check_widths(max_digits, bits)?;
     let seed = args.seed.unwrap_or_else(|| rand::random::<u32>() as u64);
 
@@ -119,9 +116,7 @@ pub fn predict_command(args: PredictArgs) -> Result<()> {
     let loaded = load_model(&args.weights, tch::Device::Cpu)?;
     let trained_bits = loaded.config.as_ref().map(|c| c.bits).unwrap_or(DEFAULT_BITS);
     let bits = args.bits.unwrap_or(trained_bits);
-    if bits < 2 || bits > data::MAX_BITS {
-        bail!("--bits {bits} is out of range: it must be between 2 and {}", data::MAX_BITS);
-    }
+    data::check_bits(bits)?;
     let limit_bits = bits - 1;
     for (value, which) in [(a, "A"), (b, "B")] {
         if limit_bits < 64 && value >= 1u64 << limit_bits {

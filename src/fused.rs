@@ -96,7 +96,7 @@ struct Kernel {
 
 impl Engine {
     pub fn new(model: &Model, data: &Dataset, threads: usize) -> Result<Self> {
-        if !matches!(model.cell, Cell::Jordan | Cell::Elman) {
+        if !model.cell.unrolled_by_hand() {
             bail!("the fused engine supports the jordan and elman cells only, not {}", model.cell.name());
         }
         if model.vs.device() != Device::Cpu {

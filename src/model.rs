@@ -34,6 +34,12 @@ pub enum Cell {
 }
 
 impl Cell {
+    /// Tells whether binadd unrolls this cell itself (jordan, elman) rather
+    /// than calling a libtorch module (gru, lstm).
+    pub fn unrolled_by_hand(self) -> bool {
+        matches!(self, Cell::Jordan | Cell::Elman)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Cell::Jordan => "jordan",
@@ -237,7 +243,7 @@ impl Model {
     /// Shallow copies of a jordan or elman cell's weights, which can move to
     /// another thread; gradients still reach the model's variables.
     pub fn cell_weights(&self) -> CellWeights {
-        assert!(matches!(self.cell, Cell::Jordan | Cell::Elman), "only jordan and elman unroll by hand");
+        assert!(self.cell.unrolled_by_hand(), "only jordan and elman unroll by hand");
         let take = |name: &str| self.var(name).shallow_clone();
         CellWeights {
             jordan: self.cell == Cell::Jordan,

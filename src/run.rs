@@ -69,9 +69,7 @@ pub fn set_threads(threads: usize) {
 /// runs on one libtorch thread: OpenMP's idle threads spin, which made two
 /// such runs side by side 30 to 80 times slower.
 pub fn set_run_threads(cfg: &TrainConfig) {
-    let unrolled_by_hand = matches!(cfg.cell, crate::model::Cell::Jordan | crate::model::Cell::Elman);
-    let cpu = matches!(cfg.device(), Ok(tch::Device::Cpu));
-    set_threads(if unrolled_by_hand && cpu { 1 } else { cfg.threads });
+    set_threads(if cfg.cell.unrolled_by_hand() && cfg.on_cpu() { 1 } else { cfg.threads });
 }
 
 pub fn train_command(args: TrainArgs, matches: &ArgMatches) -> Result<()> {
@@ -176,13 +174,11 @@ pub fn train_command(args: TrainArgs, matches: &ArgMatches) -> Result<()> {
 /// How the run uses its threads, for the header line.
 fn parallelism(cfg: &TrainConfig, shards: usize) -> String {
     let plural = |n: usize| if n == 1 { "" } else { "s" };
-    let cpu = matches!(cfg.device(), Ok(tch::Device::Cpu));
-    let unrolled_by_hand = matches!(cfg.cell, crate::model::Cell::Jordan | crate::model::Cell::Elman);
     if cfg.engine == crate::config::Engine::Fused {
         format!("{} thread{}", cfg.threads, plural(cfg.threads))
-    } else if !cpu {
+    } else if !cfg.on_cpu() {
         "one device stream".to_string()
-    } else if unrolled_by_hand {
+    } else if cfg.cell.unrolled_by_hand() {
         format!("{shards} batch shard{} on 1 libtorch thread each", plural(shards))
     } else {
         format!("{} libtorch thread{}", cfg.threads, plural(cfg.threads))

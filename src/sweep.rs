@@ -104,7 +104,7 @@ pub fn sweep_command(args: SweepArgs) -> Result<()> {
     probe.seed = Some(seeds[0]);
     let cfg = probe.to_config()?;
     let widths = parse_widths(&args.eval_bits)?;
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let jobs = args.jobs.unwrap_or_else(config::cores);
     if jobs == 0 {
         bail!("--jobs 0 is invalid: run at least 1 at a time");
     }

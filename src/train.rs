@@ -235,9 +235,7 @@ const MIN_SHARD_SAMPLES: usize = 2048;
 
 /// Shards for the autograd engine's data-parallel step (see `Trainer::shards`).
 pub fn shard_count(cfg: &TrainConfig) -> usize {
-    let unrolled_by_hand = matches!(cfg.cell, model::Cell::Jordan | model::Cell::Elman);
-    let cpu = cfg.device().map(|d| d == Device::Cpu).unwrap_or(false);
-    if cfg.engine == Engine::Autograd && unrolled_by_hand && cpu {
+    if cfg.engine == Engine::Autograd && cfg.cell.unrolled_by_hand() && cfg.on_cpu() {
         cfg.threads.min(cfg.samples / MIN_SHARD_SAMPLES).max(1)
     } else {
         1
