@@ -4,7 +4,7 @@
 //! Environment variables read:
 //! - `DEP_TCH_LIBTORCH_LIB`: libtorch's `lib/` folder, exported by torch-sys
 //!   (links = "tch"); it becomes the binary's rpath, and the folder above it
-//!   holds `build-version` (libtorch archives) or `version.py` (PyTorch wheels).
+//!   contains `build-version` (libtorch archives) or `version.py` (PyTorch wheels).
 //! - `LIBTORCH`, `LIBTORCH_USE_PYTORCH`: read by torch-sys, listed here so a
 //!   change of libtorch rebuilds this crate too.
 

@@ -2,9 +2,10 @@
 """Time binadd against TensorFlow and PyTorch on the notebook workload.
 
 Runs each tool in turn, REPS rounds interleaved so that machine noise hits all
-of them alike: binadd's autograd engine on 1 thread and on all cores (one
-batch shard per core), binadd's fused engine on all cores, the notebook under TensorFlow's compat.v1 (scripts/tf_reference.py)
-and a PyTorch eager equivalent (scripts/bench_torch.py). Each tool reports the
+of them alike. The tools: binadd's autograd engine on 1 thread and on all
+cores (one batch shard per core), binadd's fused engine on all cores, the
+notebook under TensorFlow's compat.v1 (scripts/tf_reference.py) and a PyTorch
+eager equivalent (scripts/bench_torch.py). Each tool reports the
 seconds of its training loop alone; peak resident memory is the child's
 ru_maxrss from wait4. Prints min and median seconds, peak memory, and
 binadd's speed-up over the faster peer.

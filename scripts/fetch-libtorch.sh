@@ -57,7 +57,7 @@ link_checkout() {
     echo "linked $link -> $target"
 }
 
-# Archive route: the zip holds a top-level libtorch/ folder.
+# Archive route: the zip contains a top-level libtorch/ folder.
 # NOTE: checked with a locally built zip only; no official archive was reachable
 # from the machines this was written on.
 if [ -n "$archive_url" ] || [ -n "$archive_zip" ]; then
@@ -84,7 +84,7 @@ if [ -n "$archive_url" ] || [ -n "$archive_zip" ]; then
     if [ -f "$tmp/unpacked/libtorch/build-version" ]; then
         found=$(cut -d+ -f1 < "$tmp/unpacked/libtorch/build-version")
         if [ "$found" != "$TORCH_VERSION" ]; then
-            echo "error: archive holds libtorch $found, but tch 0.26 needs $TORCH_VERSION" >&2
+            echo "error: archive contains libtorch $found, but tch 0.26 needs $TORCH_VERSION" >&2
             exit 1
         fi
     fi

@@ -62,9 +62,9 @@ pub struct TrainOptions {
     #[arg(long, default_value_t = 100)]
     pub log_every: usize,
     /// CPU threads. Jordan and elman cells on the CPU split the batch into one
-    /// shard per thread, at most one per 2048 samples (libtorch itself then
-    /// runs single-threaded); gru and lstm give them to libtorch [default: all
-    /// cores for jordan, elman and the fused engine; 1 otherwise]
+    /// shard per thread, at most one per 2048 samples, and run libtorch on one
+    /// thread. Gru and lstm give the threads to libtorch [default: all cores
+    /// for jordan, elman and the fused engine; 1 otherwise]
     #[arg(long)]
     pub threads: Option<usize>,
     /// auto, cpu, cuda or cuda:N

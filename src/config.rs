@@ -115,7 +115,7 @@ impl TrainConfig {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read '{}'", path.display()))?;
         let config: Self = serde_json::from_str(&text)
             .with_context(|| format!("'{}' is not a valid binadd config", path.display()))?;
-        config.validate().with_context(|| format!("'{}' holds invalid settings", path.display()))?;
+        config.validate().with_context(|| format!("'{}' contains invalid settings", path.display()))?;
         Ok(config)
     }
 }
@@ -125,12 +125,12 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-/// The command-line spelling of a value-enum setting, e.g. `tf` for `AdamKind::Tf`.
+/// Returns the command-line spelling of a value-enum setting, e.g. `tf` for `AdamKind::Tf`.
 pub fn flag_value(v: impl clap::ValueEnum) -> String {
     v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
 }
 
-/// A number for messages: plain when moderate, in exponent form when huge or tiny.
+/// Formats a number for messages: plain when moderate, in exponent form when huge or tiny.
 pub fn format_number(x: f64) -> String {
     let magnitude = x.abs();
     if x != 0.0 && x.is_finite() && !(1e-4..1e6).contains(&magnitude) {
@@ -141,7 +141,7 @@ pub fn format_number(x: f64) -> String {
 }
 
 /// Parses `auto`, `cpu`, `cuda` or `cuda:N`. `auto` picks CUDA when libtorch
-/// sees a device; an explicit `cuda` without one is an error, never a silent
+/// finds a device; an explicit `cuda` without one is an error, never a silent
 /// fall-back to the CPU.
 pub fn parse_device(text: &str) -> Result<Device> {
     let cuda_count = || tch::Cuda::device_count() as usize;
@@ -163,7 +163,7 @@ pub fn parse_device(text: &str) -> Result<Device> {
                 .with_context(|| format!("--device '{text}': '{index}' is not a device number"))?;
             let count = cuda_count();
             if index >= count {
-                bail!("--device {text}: libtorch sees {count} CUDA device(s); use --device cpu or a lower index");
+                bail!("--device {text}: libtorch finds {count} CUDA device(s); use --device cpu or a lower index");
             }
             Ok(Device::Cuda(index))
         }

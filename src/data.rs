@@ -2,7 +2,7 @@
 //!
 //! A sample is two operands below `2^max_digits` and their sum. The network
 //! reads the sum's width `bits` one position per time step, least significant
-//! bit first, so step `t` holds bit `t` of each number.
+//! bit first, so step `t` contains bit `t` of each number.
 //!
 //! Dimension letters: T = bit positions (time steps), N = samples,
 //! H = hidden units.

@@ -34,7 +34,7 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |w| w.write_all(bytes).map_err(Into::into))
 }
 
-/// A temporary name in the same directory, so the rename stays on one file system.
+/// Returns a temporary name in the same directory, so the rename stays on one file system.
 /// The original extension is kept last, for writers that pick a format from it.
 pub fn temp_path(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -2,11 +2,11 @@
 //! jordan and elman cells, in plain Rust over the whole batch.
 //!
 //! Samples are split into one contiguous shard per thread and walked in
-//! blocks of `BLOCK` samples, stored structure-of-arrays so that every inner
-//! loop runs over samples and the compiler vectorises it (AVX-512 or AVX2
-//! with FMA where the CPU has them, chosen at run time, so results can differ
-//! in the last bits between machines). `exp` is a branch-free polynomial for
-//! the same reason. Shards are summed in a fixed order, so a run is
+//! blocks of `BLOCK` samples. Blocks are stored structure-of-arrays, so every
+//! inner loop runs over samples and the compiler vectorises it. It uses
+//! AVX-512 or AVX2 with FMA where the CPU has them, chosen at run time, so
+//! results can differ in the last bits between machines. `exp` is a
+//! branch-free polynomial for the same reason. Shards are summed in a fixed order, so a run is
 //! reproducible for a given thread count and CPU. Its gradients match libtorch
 //! autograd's to about 1e-15 (a test checks 1e-12).
 
@@ -501,8 +501,8 @@ pub fn exp<const FMA: bool>(x: f64) -> f64 {
     const LN2_HI: f64 = 6.931_471_803_691_238_164_9e-1;
     const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
     // Adding 1.5·2^52 rounds to the nearest integer and leaves it in the low
-    // mantissa bits; the extra 1023 leaves k + 1023 there, the biased
-    // exponent of 2^k, which one shift moves into place.
+    // mantissa bits. The extra 1023 makes that integer k + 1023, the biased
+    // exponent of 2^k, so one shift moves it into place.
     const ROUND: f64 = 6_755_399_441_055_744.0 + 1023.0;
     const C: [f64; 12] = [
         1.0,

@@ -1,4 +1,4 @@
-//! How well predicted sums match the true ones.
+//! Metrics of predicted sums against the true ones.
 //!
 //! Exact-sum accuracy, per-bit accuracy (overall and by position, LSB first),
 //! the Pearson correlation of actual and predicted sums (the notebook's
@@ -49,7 +49,7 @@ impl Metrics {
         }
     }
 
-    /// A short block of fixed-width lines for the terminal.
+    /// Formats the metrics as a short block of fixed-width lines for the terminal.
     pub fn report(&self, label: &str) -> String {
         let corr = match self.corr {
             Some(c) => format!("{c:.4}"),
@@ -91,7 +91,7 @@ pub fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
     Some(cov / (var_a.sqrt() * var_b.sqrt()))
 }
 
-/// The last `count` samples as a table: operands, actual and predicted sums.
+/// Formats the last `count` samples as a table: operands, actual and predicted sums.
 pub fn tail_table(data: &Dataset, predicted: &[u64], count: usize) -> String {
     let width = data.bits;
     let mut out = format!("{:>7} {:>22} {:>22} {:>8}\n", "sample", "x1 + x2", "actual", "predicted");

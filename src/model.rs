@@ -152,7 +152,7 @@ impl Model {
         &self.names
     }
 
-    /// The variable `name`; panics on a name this cell does not have.
+    /// Returns the variable `name`. Panics on a name this cell does not have.
     pub fn var(&self, name: &str) -> &Tensor {
         self.vars.get(name).unwrap_or_else(|| panic!("{} cell has no variable {name}", self.cell.name()))
     }

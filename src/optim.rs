@@ -6,7 +6,7 @@
 //!     m ← m + (g − m)(1 − β1)
 //!     v ← v + (g² − v)(1 − β2)
 //!     θ ← θ − m·lr_t / (sqrt(v) + ε)
-//! TF1 holds lr, β1, β2 and ε as float32 constants and β1^t, β2^t as float32
+//! TF1 keeps lr, β1, β2 and ε as float32 constants and β1^t, β2^t as float32
 //! variables, cast to float64 only inside the update. libtorch's Adam differs
 //! (ε added to sqrt(v̂) after bias correction), which matters here: the
 //! per-sample gradients of `y_t` are near 1e-6, close to where ε takes over.
@@ -62,7 +62,7 @@ impl TfAdam {
         }
     }
 
-    /// The float64 values TF1 uses for (lr, β1, β2, ε).
+    /// Returns the float64 values TF1 uses for (lr, β1, β2, ε).
     pub fn constants(&self) -> (f64, f64, f64, f64) {
         (self.lr as f64, BETA1 as f64, BETA2 as f64, EPSILON as f64)
     }
@@ -79,7 +79,7 @@ impl TfAdam {
             if var.device() == Device::Cpu && [var, grad, m, v].iter().all(|t| is_plain_f64(t)) {
                 // SAFETY: the four tensors are distinct, contiguous float64 CPU
                 // tensors of the same length (checked above and below), and no
-                // autograd graph holds them while the update runs.
+                // autograd graph uses them while the update runs.
                 unsafe { update_cpu(var, grad, m, v, [lr_t, c1, c2, eps]) };
             } else {
                 update_tensors(var, grad, m, v, [lr_t, c1, c2, eps]);
@@ -125,7 +125,7 @@ pub fn is_plain_f64(t: &Tensor) -> bool {
     t.kind() == Kind::Double && t.is_contiguous() && t.device() == Device::Cpu
 }
 
-/// The memory of a contiguous float64 CPU tensor, without a copy.
+/// Borrows the memory of a contiguous float64 CPU tensor, without a copy.
 ///
 /// # Safety
 /// The tensor must outlive the slice, and nothing may write to it (through
@@ -135,7 +135,7 @@ pub unsafe fn f64_slice(t: &Tensor) -> &[f64] {
     std::slice::from_raw_parts(t.data_ptr() as *const f64, t.numel())
 }
 
-/// Mutable memory of a contiguous float64 CPU tensor, without a copy.
+/// Borrows the memory of a contiguous float64 CPU tensor mutably, without a copy.
 ///
 /// # Safety
 /// As [`f64_slice`], and no other reference to the memory may be alive.
@@ -145,7 +145,7 @@ pub unsafe fn f64_slice_mut(t: &Tensor) -> &mut [f64] {
     std::slice::from_raw_parts_mut(t.data_ptr() as *mut f64, t.numel())
 }
 
-/// The update in plain Rust over the tensors' memory: one pass, no temporaries.
+/// Applies the update in plain Rust over the tensors' memory, in one pass without temporaries.
 /// Rust does not fuse a·b + c into one rounding, so each operation rounds as
 /// TF1's Eigen expression does.
 unsafe fn update_cpu(var: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, [lr_t, c1, c2, eps]: [f64; 4]) {
@@ -161,7 +161,7 @@ unsafe fn update_cpu(var: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, [lr_t,
     }
 }
 
-/// The same update with libtorch operations, for CUDA or non-contiguous tensors.
+/// Applies the same update with libtorch operations, for CUDA or non-contiguous tensors.
 // NOTE: a test checks this path against the CPU loop, but only on the CPU;
 // training on a CUDA device has not been run.
 fn update_tensors(var: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, [lr_t, c1, c2, eps]: [f64; 4]) {

@@ -15,7 +15,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A bar over `total` iterations, or none when stdout is not a terminal.
+    /// Creates a bar over `total` iterations, or none when stdout is not a terminal.
     /// `quiet` hides the bar and the log lines.
     pub fn new(total: u64, start: u64, quiet: bool) -> Self {
         if quiet || !std::io::stdout().is_terminal() {
@@ -57,7 +57,7 @@ impl Progress {
     }
 }
 
-/// The notebook's log line `iteration loss`, fixed width.
+/// Formats the notebook's log line `iteration loss`, fixed width.
 pub fn loss_line(iteration: usize, loss: f64) -> String {
     format!("{iteration:>6}  {loss:.12}")
 }

@@ -116,7 +116,7 @@ impl Reference {
         }
     }
 
-    /// The `init` or `final` weights as float64 tensors of the notebook's shapes.
+    /// Converts the `init` or `final` weights to float64 tensors of the notebook's shapes.
     pub fn weights(&self, field: &BTreeMap<String, Value>, label: &str) -> Result<BTreeMap<String, Tensor>> {
         let mut out = BTreeMap::new();
         for name in NAMES {

@@ -35,7 +35,7 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// Installs the Ctrl-C handler: the first press asks the loop to stop and
+/// Installs the Ctrl-C handler: the first press requests that the loop stop and
 /// checkpoint, a second one exits at once.
 pub fn install_interrupt_handler() -> Result<()> {
     let first = std::sync::OnceLock::<Instant>::new();
@@ -63,11 +63,11 @@ pub fn set_threads(threads: usize) {
     tch::set_num_interop_threads(1);
 }
 
-/// libtorch's intra-op threads for a run: `--threads` only for the gru and
-/// lstm cells. The jordan and elman cells on the CPU use their threads for
-/// batch shards (or the fused engine), and a batch too small to shard still
-/// runs on one libtorch thread: OpenMP's idle threads spin, which made two
-/// such runs side by side 30 to 80 times slower.
+/// Sets libtorch's intra-op threads for a run: `--threads` only for the gru
+/// and lstm cells. The jordan and elman cells on the CPU use their threads
+/// for batch shards (or the fused engine), and a batch too small to shard
+/// still runs on one libtorch thread. OpenMP's idle threads spin, and that
+/// made two such runs side by side 30 to 80 times slower.
 pub fn set_run_threads(cfg: &TrainConfig) {
     set_threads(if cfg.cell.unrolled_by_hand() && cfg.on_cpu() { 1 } else { cfg.threads });
 }
@@ -171,7 +171,7 @@ pub fn train_command(args: TrainArgs, matches: &ArgMatches) -> Result<()> {
     }
 }
 
-/// How the run uses its threads, for the header line.
+/// Describes how the run uses its threads, for the header line.
 fn parallelism(cfg: &TrainConfig, shards: usize) -> String {
     let plural = |n: usize| if n == 1 { "" } else { "s" };
     if cfg.engine == crate::config::Engine::Fused {

@@ -5,9 +5,9 @@
 //! `save_multi`, `VarStore::save`) is a TorchScript archive, which
 //! `torch.load` rejects under its default `weights_only=True` since PyTorch
 //! 2.6. So this module writes the zip archive itself: `archive/data.pkl`
-//! holds a protocol-2 pickle of a dict `{name: tensor}` whose tensors are
+//! contains a protocol-2 pickle of a dict `{name: tensor}` whose tensors are
 //! `torch._utils._rebuild_tensor_v2` calls on persistent storages, and
-//! `archive/data/<i>` holds each storage's raw little-endian bytes, stored
+//! `archive/data/<i>` contains each storage's raw little-endian bytes, stored
 //! uncompressed and 64-byte aligned like `torch.save` does. Doing it in Rust
 //! keeps the build free of a C++ shim and lets every byte be tested here.
 //!
@@ -56,7 +56,7 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], format: Format) -> Result
     }
 }
 
-/// Loads named tensors from a `.pt` or safetensors file, told apart by content.
+/// Loads named tensors from a `.pt` or safetensors file, detected by its content.
 pub fn load(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     let shown = path.display();
     let meta = std::fs::metadata(path)
@@ -494,7 +494,7 @@ pub fn load_pt(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     let pickle = read_entry(&mut zip, &pkl_name)?;
     let root = unpickle(&pickle).with_context(|| format!("'{shown}': cannot read {pkl_name}"))?;
     let Value::Dict(items) = root else {
-        bail!("'{shown}' holds {}, not a dict of tensors; save a dict such as {{'w_h': tensor}}", root.describe());
+        bail!("'{shown}' contains {}, not a dict of tensors; save a dict such as {{'w_h': tensor}}", root.describe());
     };
 
     let mut out = BTreeMap::new();

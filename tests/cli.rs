@@ -561,7 +561,7 @@ fn full_disk_stderr_contains_only_error() {
 /// kept it finite for 200 iterations. With libtorch's float64 Adam, 1e308
 /// moves the weights to about 1e308 in the first update and to infinity in the
 /// second, so the loss of iteration 2 is NaN. TF1's Adam rejects such a rate,
-/// because it holds the rate as float32.
+/// because it keeps the rate as float32.
 const DIVERGING_LR: &str = "1e308";
 
 fn train_diverging(out: &Path) -> Output {

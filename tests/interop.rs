@@ -267,5 +267,5 @@ fn python_float32_rejected() {
 
 #[test]
 fn python_list_rejected() {
-    assert_python_fault_rejected("list", &["holds a list, not a dict of tensors"]);
+    assert_python_fault_rejected("list", &["contains a list, not a dict of tensors"]);
 }
